@@ -1,0 +1,4 @@
+#[cfg(not(madsim))]
+compile_error!("sim must be built with `--cfg madsim` (see .cargo/config.toml)");
+
+fn main() {}

@@ -1,0 +1,282 @@
+//! `BulkSyncPayload`: the argument of `bulk_sync_entities`, exactly as the
+//! plan defines it (per-type arrays, settings, warmup plan, rosters,
+//! adjustments, delete lists), and the builder that chunks queued operations
+//! into payloads.
+//!
+//! The hardened preset adds two optional fields, `batch_id` and `versions`;
+//! both are omitted from the JSON when unset, so the plan's payload stays
+//! the plan's.
+//!
+//! Ordering lives on the server: `bulk_sync_entities` applies upserts in
+//! parent-first order and then deletes, children's before parents'. The
+//! builder therefore only has to decide which operations share a chunk.
+
+use crate::model::{EntityType, OpKind, SyncOperation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The plan's default and maximum operations per entity type in one call.
+pub const DEFAULT_MAX_PER_TYPE: usize = 50;
+
+/// One roster in `teamRosters`: `set_team_roster(team_id, roster)` semantics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamRosterPayload {
+    pub team_id: String,
+    pub roster: Vec<Value>,
+}
+
+/// Hardened: the local version of one entity in the payload.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntityVersion {
+    pub entity_type: EntityType,
+    pub id: String,
+    pub version: i64,
+}
+
+/// The plan's `BulkSyncPayload` (PR 3 "New Types" plus section 4's delete
+/// lists). Games are never in it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BulkSyncPayload {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub players: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seasons: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tournaments: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub personnel: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_plan: Option<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub team_rosters: Vec<TeamRosterPayload>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub player_adjustments: Vec<Value>,
+
+    // Deletes (processed after all upserts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delete_player_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delete_team_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delete_season_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delete_tournament_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delete_personnel_ids: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub delete_warmup_plan: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delete_player_adjustment_ids: Vec<String>,
+
+    // Hardened additions.
+    /// Client-chosen id of this batch; the server records it in the same
+    /// transaction and answers a replay with the stored result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    /// Local version of every entity in the payload; the server ignores a
+    /// write or delete that is not newer than what it holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<EntityVersion>,
+}
+
+impl BulkSyncPayload {
+    /// Number of entity operations (upserts + deletes) the payload carries.
+    pub fn op_count(&self) -> usize {
+        self.players.len()
+            + self.teams.len()
+            + self.seasons.len()
+            + self.tournaments.len()
+            + self.personnel.len()
+            + usize::from(self.settings.is_some())
+            + usize::from(self.warmup_plan.is_some())
+            + self.team_rosters.len()
+            + self.player_adjustments.len()
+            + self.delete_ids_len()
+    }
+
+    fn delete_ids_len(&self) -> usize {
+        self.delete_player_ids.len()
+            + self.delete_team_ids.len()
+            + self.delete_season_ids.len()
+            + self.delete_tournament_ids.len()
+            + self.delete_personnel_ids.len()
+            + usize::from(self.delete_warmup_plan)
+            + self.delete_player_adjustment_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.op_count() == 0
+    }
+
+    /// Serialized size in bytes (what travels on the wire).
+    pub fn wire_bytes(&self) -> usize {
+        serde_json::to_vec(self).map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// The upsert array for a bulk type (not settings, warmup plan, rosters).
+    pub fn upserts_mut(&mut self, t: EntityType) -> Option<&mut Vec<Value>> {
+        match t {
+            EntityType::Player => Some(&mut self.players),
+            EntityType::Team => Some(&mut self.teams),
+            EntityType::Season => Some(&mut self.seasons),
+            EntityType::Tournament => Some(&mut self.tournaments),
+            EntityType::Personnel => Some(&mut self.personnel),
+            EntityType::PlayerAdjustment => Some(&mut self.player_adjustments),
+            _ => None,
+        }
+    }
+
+    /// The delete list for a type that has one.
+    pub fn delete_ids_mut(&mut self, t: EntityType) -> Option<&mut Vec<String>> {
+        match t {
+            EntityType::Player => Some(&mut self.delete_player_ids),
+            EntityType::Team => Some(&mut self.delete_team_ids),
+            EntityType::Season => Some(&mut self.delete_season_ids),
+            EntityType::Tournament => Some(&mut self.delete_tournament_ids),
+            EntityType::Personnel => Some(&mut self.delete_personnel_ids),
+            EntityType::PlayerAdjustment => Some(&mut self.delete_player_adjustment_ids),
+            _ => None,
+        }
+    }
+
+    /// Adds one queued non-game operation. Returns false (and adds nothing)
+    /// for a game, which never travels in a bulk call.
+    pub fn push(&mut self, op: &SyncOperation, with_version: bool) -> bool {
+        let t = op.entity_type;
+        match (t, op.kind) {
+            (EntityType::Game, _) => return false,
+            (EntityType::Settings, _) => self.settings = Some(op.data.clone()),
+            (EntityType::WarmupPlan, OpKind::Delete) => self.delete_warmup_plan = true,
+            (EntityType::WarmupPlan, _) => self.warmup_plan = Some(op.data.clone()),
+            (EntityType::TeamRoster, kind) => self.team_rosters.push(TeamRosterPayload {
+                team_id: op.entity_id.clone(),
+                // A roster delete sets an empty roster.
+                roster: if kind.is_delete() {
+                    Vec::new()
+                } else {
+                    op.data.as_array().cloned().unwrap_or_default()
+                },
+            }),
+            (_, OpKind::Delete) => self
+                .delete_ids_mut(t)
+                .expect("every remaining bulk type has a delete list")
+                .push(op.entity_id.clone()),
+            (_, _) => self
+                .upserts_mut(t)
+                .expect("every remaining bulk type has an upsert array")
+                .push(op.data.clone()),
+        }
+        if with_version {
+            self.versions.push(EntityVersion {
+                entity_type: t,
+                id: op.entity_id.clone(),
+                version: op.version,
+            });
+        }
+        true
+    }
+}
+
+/// How [`build_chunks`] cuts operations into payloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkOptions {
+    /// At most this many operations of one entity type per chunk (plan: 50).
+    pub max_per_type: usize,
+    /// Hardened: attach per-entity versions.
+    pub with_versions: bool,
+    /// Hardened: at most one operation per entity in a chunk (a second one
+    /// waits for a later chunk, so the server sees them in order).
+    pub one_per_entity: bool,
+}
+
+impl Default for ChunkOptions {
+    fn default() -> Self {
+        ChunkOptions {
+            max_per_type: DEFAULT_MAX_PER_TYPE,
+            with_versions: false,
+            one_per_entity: false,
+        }
+    }
+}
+
+/// One payload and the queued operations it carries, in payload order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    pub payload: BulkSyncPayload,
+    pub op_ids: Vec<String>,
+}
+
+/// Cuts non-game operations (given oldest first) into chunks of at most
+/// `max_per_type` operations per entity type, keeping each type's relative
+/// order. Settings and the warmup plan are singletons in the payload, so two
+/// operations on one of them never share a chunk; neither do two roster
+/// operations on one team, nor (with `one_per_entity`) any two operations
+/// on one entity. Games are skipped: they are not the bulk call's business.
+///
+/// Bound: every operation is placed in exactly one chunk, and the number of
+/// chunks is at most the number of operations.
+pub fn build_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Chunk> {
+    assert!(opts.max_per_type > 0, "max_per_type must be positive");
+    // Per chunk: how many of each type, and which entities it already has.
+    struct Fill {
+        per_type: [usize; 10],
+        entities: BTreeMap<(EntityType, String), ()>,
+    }
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut fills: Vec<Fill> = Vec::new();
+    // The first chunk a later operation of an entity may go to (keeps an
+    // entity's operations in order across chunks).
+    let mut next_chunk_for_entity: BTreeMap<(EntityType, &str), usize> = BTreeMap::new();
+    // The first chunk with room for a type (chunks before it are full).
+    let mut first_open: [usize; 10] = [0; 10];
+
+    for op in ops.iter().filter(|o| o.entity_type.is_bulk()) {
+        let t = op.entity_type;
+        let key = (t, op.entity_id.as_str());
+        let exclusive = opts.one_per_entity
+            || matches!(
+                t,
+                EntityType::Settings | EntityType::WarmupPlan | EntityType::TeamRoster
+            );
+        let floor = next_chunk_for_entity.get(&key).copied().unwrap_or(0);
+        let mut i = first_open[t.index()].max(floor);
+        loop {
+            if i == chunks.len() {
+                chunks.push(Chunk {
+                    payload: BulkSyncPayload::default(),
+                    op_ids: Vec::new(),
+                });
+                fills.push(Fill {
+                    per_type: [0; 10],
+                    entities: BTreeMap::new(),
+                });
+            }
+            let fill = &fills[i];
+            let full = fill.per_type[t.index()] >= opts.max_per_type;
+            let taken = exclusive && fill.entities.contains_key(&(t, op.entity_id.clone()));
+            if !full && !taken {
+                break;
+            }
+            i += 1;
+        }
+        let fill = &mut fills[i];
+        fill.per_type[t.index()] += 1;
+        fill.entities.insert((t, op.entity_id.clone()), ());
+        if fill.per_type[t.index()] >= opts.max_per_type && first_open[t.index()] == i {
+            first_open[t.index()] = i + 1;
+        }
+        chunks[i].payload.push(op, opts.with_versions);
+        chunks[i].op_ids.push(op.id.clone());
+        // Exclusive entities move to the next chunk; others may share it.
+        next_chunk_for_entity.insert(key, if exclusive { i + 1 } else { i });
+    }
+    chunks
+}
