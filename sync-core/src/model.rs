@@ -430,7 +430,13 @@ mod tests {
             Err(InvalidOperation::SettingsDelete)
         );
         assert!(matches!(
-            op(EntityType::PlayerAdjustment, "a1", OpKind::Delete, json!({})).validate(),
+            op(
+                EntityType::PlayerAdjustment,
+                "a1",
+                OpKind::Delete,
+                json!({})
+            )
+            .validate(),
             Err(InvalidOperation::AdjustmentDeleteWithoutPlayer { .. })
         ));
         assert!(op(

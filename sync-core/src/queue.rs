@@ -22,7 +22,10 @@ pub enum QueueError {
     /// database: names the file.
     Corrupt { path: PathBuf, detail: String },
     /// Any other SQLite error, with what the queue was doing.
-    Sqlite { context: &'static str, source: rusqlite::Error },
+    Sqlite {
+        context: &'static str,
+        source: rusqlite::Error,
+    },
 }
 
 impl fmt::Display for QueueError {
@@ -294,6 +297,28 @@ impl SyncQueue {
 
     /// A persistent counter (e.g. for batch ids): returns the next value.
     pub fn next_sequence(&mut self, name: &str) -> Result<i64, QueueError> {
+        todo!()
+    }
+
+    /// Hardened exactly-once: the oldest ready pending batch that was sent
+    /// with an id and whose outcome is unknown (an abort kept its id), with
+    /// all its pending operations, so it can be re-sent under the same id.
+    pub fn unresolved_batch(
+        &self,
+        now_ms: i64,
+    ) -> Result<Option<(String, Vec<SyncOperation>)>, QueueError> {
+        todo!()
+    }
+
+    /// Forgets the batch id of these operations (their next send is a new
+    /// request).
+    pub fn clear_batch_id(&mut self, op_ids: &[String]) -> Result<(), QueueError> {
+        todo!()
+    }
+
+    /// Overrides when these pending operations become ready (hardened
+    /// jittered backoff).
+    pub fn set_ready_at(&mut self, op_ids: &[String], ready_at_ms: i64) -> Result<(), QueueError> {
         todo!()
     }
 }

@@ -111,8 +111,7 @@ impl RemoteError {
             RemoteError::Database { sqlstate, .. } => {
                 if sqlstate == "23505" {
                     AppErrorClass::AlreadyExists
-                } else if sqlstate == "23503" || sqlstate == "23514" || sqlstate.starts_with("22")
-                {
+                } else if sqlstate == "23503" || sqlstate == "23514" || sqlstate.starts_with("22") {
                     AppErrorClass::Validation
                 } else if sqlstate == "42501" || sqlstate == "28000" {
                     // Insufficient privilege / not authenticated surfaces to
@@ -134,8 +133,7 @@ impl RemoteError {
                 Disposition::Transient { penalty: false }
             }
             RemoteError::Database { sqlstate, .. } => {
-                if sqlstate.starts_with("22") || sqlstate.starts_with("23") || sqlstate == "42501"
-                {
+                if sqlstate.starts_with("22") || sqlstate.starts_with("23") || sqlstate == "42501" {
                     Disposition::Permanent
                 } else if sqlstate == "28000" {
                     // "Not authenticated" raised by the function itself.

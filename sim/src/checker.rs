@@ -1,0 +1,505 @@
+//! Checkers: each reads the history, the server's journal (the `Server`
+//! events) and the final states, and says whether one guarantee held,
+//! naming the first offending entity and operation when it did not.
+//!
+//! | checker | guarantee |
+//! |---|---|
+//! | atomicity | a bulk call committed all of its operations or none; no rejected call changed the server |
+//! | per_entity_order | the server never went back to an older local version of an entity (no stale overwrite, no resurrection) |
+//! | exactly_once | no operation (id, version) was applied by two commits |
+//! | convergence | after healing: server equals the device for every entity, no pending or failed work left except quarantined bad records, each with its error |
+//! | no_lost_write | every entity's last edit reached the server or is still reported (failed or quarantined) on the device |
+//! | referential_integrity | no game or adjustment on the server lost a parent link the device has |
+//! | tenant_isolation | every row a user holds is one of that user's entities |
+
+use crate::history::{Event, ServerResult};
+use crate::server::ServerModel;
+use crate::world::{DeviceFinal, RunOutput};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use sync_core::remote::OpRef;
+use sync_core::{EntityType, OpStatus};
+
+/// One checker's verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    pub checker: &'static str,
+    pub ok: bool,
+    /// How many violations were found.
+    pub violations: u64,
+    /// The first violation, in words.
+    pub detail: String,
+    /// `type/id (op ...)` of the first offender.
+    pub first_offender: Option<String>,
+}
+
+pub const CHECKERS: [&str; 7] = [
+    "atomicity",
+    "per_entity_order",
+    "exactly_once",
+    "convergence",
+    "no_lost_write",
+    "referential_integrity",
+    "tenant_isolation",
+];
+
+#[derive(Default)]
+struct Tally {
+    violations: u64,
+    first: Option<(String, String)>,
+}
+
+impl Tally {
+    fn flag(&mut self, offender: String, detail: String) {
+        self.violations += 1;
+        if self.first.is_none() {
+            self.first = Some((offender, detail));
+        }
+    }
+
+    fn finish(self, checker: &'static str) -> CheckResult {
+        match self.first {
+            None => CheckResult {
+                checker,
+                ok: true,
+                violations: 0,
+                detail: String::new(),
+                first_offender: None,
+            },
+            Some((offender, detail)) => CheckResult {
+                checker,
+                ok: false,
+                violations: self.violations,
+                detail,
+                first_offender: Some(offender),
+            },
+        }
+    }
+}
+
+/// What one server effect did to one entity, as the checkers need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EffectKind {
+    /// The write changed the entity (upsert or delete).
+    Applied { delete: bool },
+    /// Ignored: not newer than what the server holds.
+    Stale,
+    /// A batch-id replay answered from the record.
+    Replayed,
+    /// A game lost a link because the parent was missing.
+    LinkNulled { column: String },
+}
+
+fn key(t: EntityType, id: &str) -> String {
+    format!("{}/{}", t.as_str(), id)
+}
+
+/// Runs every checker.
+pub fn check_all(run: &RunOutput) -> Vec<CheckResult> {
+    let j = Journal::new(run);
+    vec![
+        atomicity(&j),
+        per_entity_order(&j),
+        exactly_once(&j),
+        convergence(run),
+        no_lost_write(run, &j),
+        referential_integrity(run, &j),
+        tenant_isolation(run),
+    ]
+}
+
+/// The journal: every server event joined with the request that caused it.
+struct Journal<'a> {
+    invokes: BTreeMap<u64, (&'static str, &'a [OpRef])>,
+    /// (req_id, user, committed effects or rejection, partial write flag)
+    server: Vec<(u64, u32, &'a ServerResult)>,
+}
+
+impl<'a> Journal<'a> {
+    fn new(run: &'a RunOutput) -> Journal<'a> {
+        let mut invokes = BTreeMap::new();
+        let mut server = Vec::new();
+        for e in &run.history {
+            match e {
+                Event::Invoke {
+                    req_id, call, ops, ..
+                } => {
+                    invokes.insert(*req_id, (*call, ops.as_slice()));
+                }
+                Event::Server {
+                    req_id,
+                    user,
+                    result,
+                    ..
+                } => server.push((*req_id, *user, result)),
+                _ => {}
+            }
+        }
+        Journal { invokes, server }
+    }
+
+    /// Every applied effect with the operation it came from: (req_id, user,
+    /// op, kind).
+    fn effects(&self) -> Vec<(u64, u32, &'a OpRef, EffectKind)> {
+        let mut out = Vec::new();
+        for (req_id, user, result) in &self.server {
+            let ServerResult::Committed { effects } = result else {
+                continue;
+            };
+            let ops = self.invokes.get(req_id).map(|(_, o)| *o).unwrap_or(&[]);
+            // An entity may appear twice in one plan payload (two queued
+            // operations): match effects to operations in order, deletes to
+            // deletes.
+            let mut used = vec![false; ops.len()];
+            for eff in effects {
+                let (t, id, kind) = crate::views::effect_view(eff);
+                let want_delete = matches!(kind, EffectKind::Applied { delete: true });
+                let pos = ops
+                    .iter()
+                    .enumerate()
+                    .position(|(i, o)| {
+                        !used[i]
+                            && o.entity_type == t
+                            && o.entity_id == id
+                            && (!matches!(kind, EffectKind::Applied { .. })
+                                || o.kind.is_delete() == want_delete)
+                    })
+                    .or_else(|| {
+                        ops.iter()
+                            .position(|o| o.entity_type == t && o.entity_id == id)
+                    });
+                if let Some(i) = pos {
+                    if matches!(kind, EffectKind::Applied { .. }) {
+                        used[i] = true;
+                    }
+                    out.push((*req_id, *user, &ops[i], kind));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn atomicity(j: &Journal) -> CheckResult {
+    let mut t = Tally::default();
+    for (req_id, _user, result) in &j.server {
+        let Some((call, ops)) = j.invokes.get(req_id) else {
+            continue;
+        };
+        match result {
+            ServerResult::Committed { effects } => {
+                if *call != "bulk_sync_entities" {
+                    continue;
+                }
+                let touched: BTreeSet<(EntityType, String)> = effects
+                    .iter()
+                    .map(|e| {
+                        let (t, id, _) = crate::views::effect_view(e);
+                        (t, id)
+                    })
+                    .collect();
+                let replay = effects
+                    .iter()
+                    .any(|e| crate::views::effect_view(e).2 == EffectKind::Replayed);
+                if replay {
+                    continue;
+                }
+                for op in ops.iter() {
+                    if !touched.contains(&(op.entity_type, op.entity_id.clone())) {
+                        t.flag(
+                            format!("{} (op {})", key(op.entity_type, &op.entity_id), op.op_id),
+                            format!(
+                                "request #{req_id} committed without its operation {} on {}",
+                                op.op_id,
+                                key(op.entity_type, &op.entity_id)
+                            ),
+                        );
+                    }
+                }
+            }
+            ServerResult::Rejected { error } if error.contains("partial write") => {
+                let first = ops.first();
+                t.flag(
+                    first
+                        .map(|o| format!("{} (op {})", key(o.entity_type, &o.entity_id), o.op_id))
+                        .unwrap_or_default(),
+                    format!("request #{req_id} was rejected but changed the server: {error}"),
+                );
+            }
+            ServerResult::Rejected { .. } => {}
+        }
+    }
+    t.finish("atomicity")
+}
+
+fn per_entity_order(j: &Journal) -> CheckResult {
+    let mut t = Tally::default();
+    // (user, type, id) -> (highest version applied, was it a delete)
+    let mut held: BTreeMap<(u32, EntityType, String), (i64, bool)> = BTreeMap::new();
+    for (req_id, user, op, kind) in j.effects() {
+        let EffectKind::Applied { delete } = kind else {
+            continue;
+        };
+        let k = (user, op.entity_type, op.entity_id.clone());
+        if let Some((v, was_delete)) = held.get(&k).copied() {
+            if op.version < v {
+                let what = if was_delete && !delete {
+                    "resurrection: a deleted entity came back"
+                } else {
+                    "stale overwrite"
+                };
+                t.flag(
+                    format!("{} (op {})", key(op.entity_type, &op.entity_id), op.op_id),
+                    format!(
+                        "{what}: request #{req_id} applied v{} of {} after v{v} was committed",
+                        op.version,
+                        key(op.entity_type, &op.entity_id)
+                    ),
+                );
+                continue;
+            }
+        }
+        held.insert(k, (op.version, delete));
+    }
+    t.finish("per_entity_order")
+}
+
+fn exactly_once(j: &Journal) -> CheckResult {
+    let mut t = Tally::default();
+    let mut seen: BTreeMap<(u32, String, i64), u64> = BTreeMap::new();
+    for (req_id, user, op, kind) in j.effects() {
+        if !matches!(kind, EffectKind::Applied { .. }) {
+            continue;
+        }
+        let k = (user, op.op_id.clone(), op.version);
+        if let Some(first) = seen.get(&k) {
+            t.flag(
+                format!("{} (op {})", key(op.entity_type, &op.entity_id), op.op_id),
+                format!(
+                    "operation {} v{} applied twice: by request #{first} and again by #{req_id}",
+                    op.op_id, op.version
+                ),
+            );
+        } else {
+            seen.insert(k, req_id);
+        }
+    }
+    t.finish("exactly_once")
+}
+
+/// Whether an operation still in the queue is a quarantined bad record the
+/// scenario made on purpose.
+fn is_expected_quarantine(
+    run: &RunOutput,
+    dev: &DeviceFinal,
+    op: &sync_core::SyncOperation,
+) -> bool {
+    op.quarantined
+        && op.last_error.is_some()
+        && run.edits.iter().any(|e| {
+            e.user == dev.user
+                && e.bad
+                && e.op.entity_type == op.entity_type
+                && e.op.entity_id == op.entity_id
+                && e.op.data == op.data
+        })
+}
+
+fn convergence(run: &RunOutput) -> CheckResult {
+    let mut t = Tally::default();
+    for dev in &run.devices {
+        let mut excused: BTreeSet<(EntityType, String)> = BTreeSet::new();
+        for op in &dev.ops {
+            if is_expected_quarantine(run, dev, op) {
+                excused.insert((op.entity_type, op.entity_id.clone()));
+                continue;
+            }
+            let state = if op.quarantined {
+                "quarantined, but the scenario did not make it bad"
+            } else {
+                match op.status {
+                    OpStatus::Failed => "failed (gave up after max retries)",
+                    OpStatus::Syncing => "still syncing",
+                    OpStatus::Pending => "still pending",
+                }
+            };
+            t.flag(
+                format!("{} (op {})", key(op.entity_type, &op.entity_id), op.id),
+                format!(
+                    "u{}: queue not drained after healing: {} is {state}; last error: {}",
+                    dev.user,
+                    key(op.entity_type, &op.entity_id),
+                    op.last_error.as_deref().unwrap_or("none")
+                ),
+            );
+        }
+        for local in &dev.local {
+            if excused.contains(&(local.entity_type, local.entity_id.clone())) {
+                continue;
+            }
+            let server = crate::views::entity_view(
+                &run.server,
+                &dev.user_id,
+                local.entity_type,
+                &local.entity_id,
+            );
+            let want = if local.deleted {
+                None
+            } else {
+                Some(crate::views::local_view(local.entity_type, &local.data))
+            };
+            if server != want {
+                t.flag(
+                    key(local.entity_type, &local.entity_id),
+                    format!(
+                        "u{}: server and device differ on {} (device v{}{}): device {} / server {}",
+                        dev.user,
+                        key(local.entity_type, &local.entity_id),
+                        local.version,
+                        if local.deleted { ", deleted" } else { "" },
+                        short(&want),
+                        short(&server)
+                    ),
+                );
+            }
+        }
+    }
+    t.finish("convergence")
+}
+
+fn short(v: &Option<Value>) -> String {
+    match v {
+        None => "absent".to_string(),
+        Some(v) => {
+            let s = v.to_string();
+            if s.len() > 160 {
+                format!("{}...", &s[..160])
+            } else {
+                s
+            }
+        }
+    }
+}
+
+fn no_lost_write(run: &RunOutput, j: &Journal) -> CheckResult {
+    let mut t = Tally::default();
+    // Highest version applied on the server, per (user, type, id).
+    let mut reached: BTreeMap<(u32, EntityType, String), i64> = BTreeMap::new();
+    for (_, user, op, kind) in j.effects() {
+        if matches!(kind, EffectKind::Applied { .. } | EffectKind::Stale) {
+            let e = reached
+                .entry((user, op.entity_type, op.entity_id.clone()))
+                .or_insert(i64::MIN);
+            *e = (*e).max(op.version);
+        }
+    }
+    for dev in &run.devices {
+        for local in &dev.local {
+            let k = (dev.user, local.entity_type, local.entity_id.clone());
+            let delivered = reached.get(&k).is_some_and(|v| *v >= local.version);
+            // Reported: an operation for the entity is still on the device
+            // (the user can see it failed or waiting).
+            let reported = dev
+                .ops
+                .iter()
+                .any(|o| o.entity_type == local.entity_type && o.entity_id == local.entity_id);
+            // A create cancelled by a delete before it left the device never
+            // needed to reach the server.
+            let server_agrees = crate::views::entity_view(
+                &run.server,
+                &dev.user_id,
+                local.entity_type,
+                &local.entity_id,
+            ) == if local.deleted {
+                None
+            } else {
+                Some(crate::views::local_view(local.entity_type, &local.data))
+            };
+            if !delivered && !reported && !server_agrees {
+                t.flag(
+                    key(local.entity_type, &local.entity_id),
+                    format!(
+                        "u{}: the last edit of {} (v{}) never reached the server and nothing on the device reports it",
+                        dev.user,
+                        key(local.entity_type, &local.entity_id),
+                        local.version
+                    ),
+                );
+            }
+        }
+    }
+    t.finish("no_lost_write")
+}
+
+fn referential_integrity(run: &RunOutput, j: &Journal) -> CheckResult {
+    let mut t = Tally::default();
+    for dev in &run.devices {
+        for local in dev.local.iter().filter(|l| !l.deleted) {
+            let row = match local.entity_type {
+                EntityType::Game => &local.data["game"],
+                EntityType::PlayerAdjustment => &local.data,
+                _ => continue,
+            };
+            let Some(server) = crate::views::entity_view(
+                &run.server,
+                &dev.user_id,
+                local.entity_type,
+                &local.entity_id,
+            ) else {
+                continue; // missing entirely: convergence's business
+            };
+            let server_row = if local.entity_type == EntityType::Game {
+                &server["game"]
+            } else {
+                &server
+            };
+            for col in ["season_id", "tournament_id", "team_id"] {
+                let want = &row[col];
+                if !want.is_null() && server_row[col].is_null() {
+                    t.flag(
+                        key(local.entity_type, &local.entity_id),
+                        format!(
+                            "u{}: {} lost its link {col} = {want} on the server",
+                            dev.user,
+                            key(local.entity_type, &local.entity_id)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for (req_id, _user, op, kind) in j.effects() {
+        if let EffectKind::LinkNulled { column } = kind {
+            t.flag(
+                key(op.entity_type, &op.entity_id),
+                format!(
+                    "request #{req_id} saved {} before its parent: {column} set to null",
+                    key(op.entity_type, &op.entity_id)
+                ),
+            );
+        }
+    }
+    t.finish("referential_integrity")
+}
+
+fn tenant_isolation(run: &RunOutput) -> CheckResult {
+    let mut t = Tally::default();
+    for dev in &run.devices {
+        let prefix = format!("u{}_", dev.user);
+        for (table, id) in crate::views::row_ids(&run.server, &dev.user_id) {
+            let own = id.starts_with(&prefix) || id == "app" || id == "default";
+            if !own {
+                t.flag(
+                    format!("{table}/{id}"),
+                    format!(
+                        "u{} holds row {table}/{id}, which is not one of its entities",
+                        dev.user
+                    ),
+                );
+            }
+        }
+    }
+    let _ = &run.server as &ServerModel;
+    t.finish("tenant_isolation")
+}

@@ -1,0 +1,185 @@
+//! The history of a run: every edit, every request (invoked, then ok,
+//! failed, or indeterminate when a timeout hid the outcome), every fault,
+//! and the server's journal of what each request did. Checkers read only
+//! this, never the engine's internals (Jepsen style).
+//!
+//! Events are appended in the order the single-threaded simulation runs
+//! them, so a history is deterministic for one seed and one build.
+
+use crate::server::Effect;
+use serde::Serialize;
+use std::fmt::Write as _;
+use sync_core::remote::OpRef;
+use sync_core::{EntityType, OpKind};
+
+/// Outcome of a request as the device saw it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Failed {
+        error: String,
+    },
+    /// Timed out: it may or may not have committed.
+    Indeterminate,
+}
+
+/// What the server did with one request.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ServerResult {
+    Committed { effects: Vec<Effect> },
+    Rejected { error: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The user's edit reached the local store (and, when `enqueued`, the
+    /// queue in the same transaction).
+    Edit {
+        t_ms: i64,
+        user: u32,
+        index: u32,
+        op_id: String,
+        entity_type: EntityType,
+        entity_id: String,
+        kind: OpKind,
+        version: i64,
+        bad: bool,
+        enqueued: bool,
+    },
+    /// A non-atomic edit's enqueue, after its local write.
+    Enqueued { t_ms: i64, user: u32, index: u32 },
+    Invoke {
+        t_ms: i64,
+        user: u32,
+        req_id: u64,
+        call: &'static str,
+        ops: Vec<OpRef>,
+        bytes: u64,
+    },
+    Complete {
+        t_ms: i64,
+        user: u32,
+        req_id: u64,
+        outcome: Outcome,
+    },
+    /// The server finished a request (commit or rejection).
+    Server {
+        t_ms: i64,
+        user: u32,
+        req_id: u64,
+        call: &'static str,
+        result: ServerResult,
+    },
+    Fault {
+        t_ms: i64,
+        user: Option<u32>,
+        what: String,
+    },
+    /// Queue depth (pending + syncing + failed) after a pass or an edit.
+    Depth { t_ms: i64, user: u32, depth: u64 },
+}
+
+impl Event {
+    pub fn t_ms(&self) -> i64 {
+        match self {
+            Event::Edit { t_ms, .. }
+            | Event::Enqueued { t_ms, .. }
+            | Event::Invoke { t_ms, .. }
+            | Event::Complete { t_ms, .. }
+            | Event::Server { t_ms, .. }
+            | Event::Fault { t_ms, .. }
+            | Event::Depth { t_ms, .. } => *t_ms,
+        }
+    }
+
+    /// One trace line (`sim replay --trace`).
+    pub fn trace_line(&self) -> String {
+        let mut s = format!("[{:>10.3}s] ", self.t_ms() as f64 / 1000.0);
+        match self {
+            Event::Edit {
+                user,
+                index,
+                op_id,
+                entity_type,
+                entity_id,
+                kind,
+                version,
+                bad,
+                enqueued,
+                ..
+            } => {
+                let _ =
+                    write!(
+                    s,
+                    "u{user} edit #{index} {} {entity_type} {entity_id} v{version} op={op_id}{}{}",
+                    kind.as_str(),
+                    if *bad { " BAD" } else { "" },
+                    if *enqueued { "" } else { " (local only, enqueue follows)" }
+                );
+            }
+            Event::Enqueued { user, index, .. } => {
+                let _ = write!(s, "u{user} enqueued edit #{index}");
+            }
+            Event::Invoke {
+                user,
+                req_id,
+                call,
+                ops,
+                bytes,
+                ..
+            } => {
+                let _ = write!(
+                    s,
+                    "u{user} -> #{req_id} {call} ops={} bytes={bytes}",
+                    ops.len()
+                );
+            }
+            Event::Complete {
+                user,
+                req_id,
+                outcome,
+                ..
+            } => {
+                let o = match outcome {
+                    Outcome::Ok => "ok".to_string(),
+                    Outcome::Failed { error } => format!("failed: {error}"),
+                    Outcome::Indeterminate => "indeterminate (timeout)".to_string(),
+                };
+                let _ = write!(s, "u{user} <- #{req_id} {o}");
+            }
+            Event::Server {
+                user,
+                req_id,
+                call,
+                result,
+                ..
+            } => match result {
+                ServerResult::Committed { effects } => {
+                    let _ = write!(
+                        s,
+                        "server #{req_id} {call} for u{user}: committed {} effects",
+                        effects.len()
+                    );
+                }
+                ServerResult::Rejected { error } => {
+                    let _ = write!(s, "server #{req_id} {call} for u{user}: rejected {error}");
+                }
+            },
+            Event::Fault { user, what, .. } => match user {
+                Some(u) => {
+                    let _ = write!(s, "nemesis u{u}: {what}");
+                }
+                None => {
+                    let _ = write!(s, "nemesis: {what}");
+                }
+            },
+            Event::Depth { user, depth, .. } => {
+                let _ = write!(s, "u{user} queue depth {depth}");
+            }
+        }
+        s
+    }
+}

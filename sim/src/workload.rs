@@ -1,0 +1,535 @@
+//! The user's edits, generated up front from the seed as data.
+//!
+//! The workload is a pure function of (parameters, seed): every preset of a
+//! run sees the same edits at the same simulated times, so their numbers
+//! compare, and a failing run's workload can be shrunk as data.
+//!
+//! The generator keeps its own model of the device's local state so that
+//! every edit is one the app could make: updates and deletes name live
+//! entities, children point at live parents, a parent is deleted only when
+//! nothing live points at it (a team's roster is cleared first, the app's
+//! "children's deletes before parents'"). Rows are complete (every column
+//! the server has) so local and server state compare directly.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use sync_core::engine::SplitMix64;
+use sync_core::{EntityType, NewOperation, OpKind};
+
+/// What the workload is asked to do (from the scenario file).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadParams {
+    pub users: u32,
+    /// Edits per user during the fault phase.
+    pub edits: u32,
+    pub think_time_ms: (i64, i64),
+    /// Edits per user enqueued at time 0, before the engine first runs.
+    pub initial_backlog: u32,
+    /// Weights by entity type, in `EntityType::ALL` order.
+    pub type_weights: [u32; 10],
+    /// Weights of create, update, delete.
+    pub kind_weights: [u32; 3],
+    /// Edits per user made bad on purpose (they violate a CHECK).
+    pub bad_records: u32,
+    /// Delete-then-recreate pairs per user.
+    pub delete_recreate: u32,
+    /// After a child edit, touch its parent so the parent's operation moves
+    /// behind the child's in the queue (children before parents).
+    pub children_first: bool,
+}
+
+/// One edit the user makes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edit {
+    /// When the user makes it (simulated ms from the start).
+    pub at_ms: i64,
+    pub user: u32,
+    pub op: NewOperation,
+    /// Made bad on purpose: the server must reject it with a constraint
+    /// violation, and only this operation may end quarantined.
+    pub bad: bool,
+}
+
+/// Per-user local state the generator tracks.
+#[derive(Default)]
+struct Local {
+    live: BTreeMap<EntityType, BTreeMap<String, Value>>,
+    next_id: u64,
+    has_settings: bool,
+    has_warmup: bool,
+}
+
+impl Local {
+    fn ids(&self, t: EntityType) -> Vec<String> {
+        self.live
+            .get(&t)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn pick(&self, rng: &mut SplitMix64, t: EntityType) -> Option<String> {
+        let ids = self.ids(t);
+        if ids.is_empty() {
+            None
+        } else {
+            Some(ids[(rng.next_u64() % ids.len() as u64) as usize].clone())
+        }
+    }
+
+    /// Whether a live game, adjustment or roster points at (t, id).
+    fn referenced(&self, t: EntityType, id: &str) -> bool {
+        let col = match t {
+            EntityType::Season => "season_id",
+            EntityType::Tournament => "tournament_id",
+            EntityType::Team => "team_id",
+            _ => return false,
+        };
+        let points = |v: &Value| v.get(col).and_then(Value::as_str) == Some(id);
+        let games = self
+            .live
+            .get(&EntityType::Game)
+            .is_some_and(|m| m.values().any(|g| points(&g["game"])));
+        let adjustments = self
+            .live
+            .get(&EntityType::PlayerAdjustment)
+            .is_some_and(|m| m.values().any(points));
+        games || adjustments
+    }
+}
+
+/// Generates every user's edits, sorted by time then user.
+pub fn generate(params: &WorkloadParams, seed: u64) -> Vec<Edit> {
+    let mut all = Vec::new();
+    for user in 0..params.users {
+        let mut rng = SplitMix64::new(seed ^ (0x5EED_0000 + u64::from(user)).wrapping_mul(0x9E37));
+        let mut gen = Gen {
+            rng: &mut rng,
+            local: Local::default(),
+            user,
+            out: Vec::new(),
+            params,
+        };
+        gen.run();
+        all.extend(gen.out);
+    }
+    all.sort_by_key(|e| (e.at_ms, e.user));
+    all
+}
+
+struct Gen<'a> {
+    rng: &'a mut SplitMix64,
+    local: Local,
+    user: u32,
+    out: Vec<Edit>,
+    params: &'a WorkloadParams,
+}
+
+impl Gen<'_> {
+    fn run(&mut self) {
+        let p = self.params;
+        let total = p.initial_backlog + p.edits;
+        // Which edit indexes are bad / delete-recreate, chosen up front.
+        let bad_at = self.choose_indexes(total, p.bad_records);
+        let recreate_at = self.choose_indexes(total, p.delete_recreate);
+        let mut t = 0i64;
+        // Bound: each iteration emits at least one edit and at most four.
+        for i in 0..total {
+            if i >= p.initial_backlog {
+                t += self.rng.range_i64(p.think_time_ms.0, p.think_time_ms.1);
+            }
+            if recreate_at.contains(&i) && self.delete_recreate(t) {
+                continue;
+            }
+            self.one_edit(t, bad_at.contains(&i));
+        }
+    }
+
+    fn choose_indexes(&mut self, total: u32, n: u32) -> Vec<u32> {
+        let mut v = Vec::new();
+        if total == 0 {
+            return v;
+        }
+        for _ in 0..n.min(total) {
+            v.push((self.rng.next_u64() % u64::from(total)) as u32);
+        }
+        v
+    }
+
+    fn new_id(&mut self, t: EntityType) -> String {
+        self.local.next_id += 1;
+        format!("u{}_{}_{}", self.user, t.as_str(), self.local.next_id)
+    }
+
+    fn emit(
+        &mut self,
+        at_ms: i64,
+        t: EntityType,
+        id: String,
+        kind: OpKind,
+        data: Value,
+        bad: bool,
+    ) {
+        match kind {
+            OpKind::Delete => {
+                if let Some(m) = self.local.live.get_mut(&t) {
+                    m.remove(&id);
+                }
+                if t == EntityType::WarmupPlan {
+                    self.local.has_warmup = false;
+                }
+            }
+            _ => {
+                self.local
+                    .live
+                    .entry(t)
+                    .or_default()
+                    .insert(id.clone(), data.clone());
+                match t {
+                    EntityType::Settings => self.local.has_settings = true,
+                    EntityType::WarmupPlan => self.local.has_warmup = true,
+                    _ => {}
+                }
+            }
+        }
+        self.out.push(Edit {
+            at_ms,
+            user: self.user,
+            op: NewOperation {
+                entity_type: t,
+                entity_id: id,
+                kind,
+                data,
+            },
+            bad,
+        });
+    }
+
+    fn weighted<const N: usize>(&mut self, weights: &[u32; N]) -> usize {
+        let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+        if total == 0 {
+            return 0;
+        }
+        let mut r = self.rng.next_u64() % total;
+        for (i, w) in weights.iter().enumerate() {
+            if r < u64::from(*w) {
+                return i;
+            }
+            r -= u64::from(*w);
+        }
+        N - 1
+    }
+
+    fn one_edit(&mut self, at: i64, bad: bool) {
+        let t = if bad {
+            // Bad records are players (jersey number out of range) or
+            // adjustments (negative games played): CHECK violations, 23514.
+            if self.rng.next_u64() % 2 == 0 || self.local.ids(EntityType::Player).is_empty() {
+                EntityType::Player
+            } else {
+                EntityType::PlayerAdjustment
+            }
+        } else {
+            EntityType::ALL[self.weighted(&self.params.type_weights)]
+        };
+        let kind_i = self.weighted(&self.params.kind_weights);
+        let existing = self.local.pick(self.rng, t);
+        let kind = match (kind_i, &existing) {
+            _ if bad => {
+                if existing.is_some() {
+                    OpKind::Update
+                } else {
+                    OpKind::Create
+                }
+            }
+            (_, None) => OpKind::Create,
+            (0, _) => OpKind::Create,
+            (1, _) => OpKind::Update,
+            _ => OpKind::Delete,
+        };
+        match (t, kind) {
+            (EntityType::Settings, _) => {
+                let k = if self.local.has_settings {
+                    OpKind::Update
+                } else {
+                    OpKind::Create
+                };
+                let data = json!({"theme": self.word(), "language": "en", "autosave": self.rng.next_u64() % 2 == 0});
+                self.emit(at, t, "app".into(), k, data, false);
+            }
+            (EntityType::WarmupPlan, k) => {
+                let k = match (k, self.local.has_warmup) {
+                    (OpKind::Delete, true) => OpKind::Delete,
+                    (_, true) => OpKind::Update,
+                    (_, false) => OpKind::Create,
+                };
+                let data = if k == OpKind::Delete {
+                    Value::Null
+                } else {
+                    json!({"sections": [self.word(), self.word()], "duration_minutes": self.rng.range_i64(5, 30)})
+                };
+                self.emit(at, t, "default".into(), k, data, false);
+            }
+            (EntityType::TeamRoster, k) => {
+                let Some(team) = self.local.pick(self.rng, EntityType::Team) else {
+                    return self.create_plain(at, EntityType::Team, false);
+                };
+                let has = self
+                    .local
+                    .live
+                    .get(&t)
+                    .is_some_and(|m| m.contains_key(&team));
+                let k = match (k, has) {
+                    (OpKind::Delete, true) => OpKind::Delete,
+                    (_, true) => OpKind::Update,
+                    (_, false) => OpKind::Create,
+                };
+                let data = if k == OpKind::Delete {
+                    Value::Null
+                } else {
+                    self.roster()
+                };
+                self.emit(at, t, team.clone(), k, data, false);
+                if self.params.children_first {
+                    self.touch(at, EntityType::Team, &team);
+                }
+            }
+            (_, OpKind::Create) => self.create_plain(at, t, bad),
+            (_, OpKind::Update) => {
+                let id = existing.expect("update picks a live entity");
+                let data = self.row(t, &id, bad);
+                self.emit(at, t, id.clone(), OpKind::Update, data.clone(), bad);
+                if self.params.children_first {
+                    self.touch_parents(at, t, &data);
+                }
+            }
+            (_, OpKind::Delete) => {
+                let id = existing.expect("delete picks a live entity");
+                self.delete(at, t, id);
+            }
+        }
+    }
+
+    fn create_plain(&mut self, at: i64, t: EntityType, bad: bool) {
+        let id = self.new_id(t);
+        let data = self.row(t, &id, bad);
+        self.emit(at, t, id, OpKind::Create, data.clone(), bad);
+        if self.params.children_first {
+            self.touch_parents(at, t, &data);
+        }
+    }
+
+    /// Deletes an entity the way the app allows: parents only when nothing
+    /// points at them, a team's roster cleared first.
+    fn delete(&mut self, at: i64, t: EntityType, id: String) {
+        if self.local.referenced(t, &id) {
+            // Not allowed by the app's UI while referenced: edit it instead.
+            let data = self.row(t, &id, false);
+            return self.emit(at, t, id, OpKind::Update, data, false);
+        }
+        if t == EntityType::Team
+            && self
+                .local
+                .live
+                .get(&EntityType::TeamRoster)
+                .is_some_and(|m| m.contains_key(&id))
+        {
+            self.emit(
+                at,
+                EntityType::TeamRoster,
+                id.clone(),
+                OpKind::Delete,
+                Value::Null,
+                false,
+            );
+        }
+        let data = if t == EntityType::PlayerAdjustment {
+            let player = self.local.live[&t][&id]["player_id"].clone();
+            json!({ "player_id": player })
+        } else {
+            Value::Null
+        };
+        self.emit(at, t, id, OpKind::Delete, data, false);
+    }
+
+    /// Delete then recreate one id in quick succession (same batch).
+    fn delete_recreate(&mut self, at: i64) -> bool {
+        for t in [
+            EntityType::Player,
+            EntityType::Personnel,
+            EntityType::Season,
+        ] {
+            if let Some(id) = self.local.pick(self.rng, t) {
+                if self.local.referenced(t, &id) {
+                    continue;
+                }
+                self.emit(at, t, id.clone(), OpKind::Delete, Value::Null, false);
+                let data = self.row(t, &id, false);
+                self.emit(at + 1, t, id, OpKind::Create, data, false);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Update a parent right after its child so the parent's queued
+    /// operation moves behind the child's (merge moves it to the back).
+    fn touch_parents(&mut self, at: i64, t: EntityType, data: &Value) {
+        let row = if t == EntityType::Game {
+            &data["game"]
+        } else {
+            data
+        };
+        for (col, pt) in [
+            ("team_id", EntityType::Team),
+            ("season_id", EntityType::Season),
+            ("tournament_id", EntityType::Tournament),
+        ] {
+            if let Some(pid) = row.get(col).and_then(Value::as_str) {
+                let pid = pid.to_string();
+                self.touch(at, pt, &pid);
+            }
+        }
+    }
+
+    fn touch(&mut self, at: i64, t: EntityType, id: &str) {
+        if self.local.live.get(&t).is_some_and(|m| m.contains_key(id)) {
+            let data = self.row(t, id, false);
+            self.emit(at, t, id.to_string(), OpKind::Update, data, false);
+        }
+    }
+
+    fn word(&mut self) -> String {
+        const WORDS: [&str; 12] = [
+            "red", "blue", "north", "south", "spring", "autumn", "cup", "league", "falcons",
+            "otters", "lions", "rovers",
+        ];
+        WORDS[(self.rng.next_u64() % WORDS.len() as u64) as usize].to_string()
+    }
+
+    fn link(&mut self, t: EntityType) -> Value {
+        // Half the time no link, so both shapes are exercised.
+        if self.rng.next_u64() % 2 == 0 {
+            return Value::Null;
+        }
+        self.local
+            .pick(self.rng, t)
+            .map(Value::String)
+            .unwrap_or(Value::Null)
+    }
+
+    fn roster(&mut self) -> Value {
+        let players = self.local.ids(EntityType::Player);
+        let n = (self.rng.next_u64() % 4) as usize;
+        let mut rows = BTreeMap::new();
+        for _ in 0..n.min(players.len()) {
+            let p = players[(self.rng.next_u64() % players.len() as u64) as usize].clone();
+            let jersey = self.rng.range_i64(1, 99);
+            rows.insert(
+                p.clone(),
+                json!({"player_id": p, "name": self.word(), "jersey_number": jersey}),
+            );
+        }
+        Value::Array(rows.into_values().collect())
+    }
+
+    /// A complete row in the server's shape (every data column, defaults
+    /// spelled out) so local and server compare with `==`.
+    fn row(&mut self, t: EntityType, id: &str, bad: bool) -> Value {
+        let name = format!("{} {}", self.word(), self.rng.next_u64() % 1000);
+        match t {
+            EntityType::Player => json!({
+                "id": id, "name": name,
+                "jersey_number": if bad { 150 } else { self.rng.range_i64(0, 99) },
+                "is_goalie": self.rng.next_u64() % 5 == 0, "notes": Value::Null,
+            }),
+            EntityType::Team => json!({"id": id, "name": name, "color": self.word()}),
+            EntityType::Season => json!({"id": id, "name": name, "start_date": "2026-08-01"}),
+            EntityType::Tournament => json!({"id": id, "name": name, "level": "regional"}),
+            // Personnel names are unique per user on the server: keep the id in it.
+            EntityType::Personnel => {
+                json!({"id": id, "name": format!("{name} {id}"), "role": "coach"})
+            }
+            EntityType::PlayerAdjustment => {
+                let player = self
+                    .local
+                    .pick(self.rng, EntityType::Player)
+                    .unwrap_or_else(|| "unknown_player".to_string());
+                json!({
+                    "id": id, "player_id": player,
+                    "season_id": self.link(EntityType::Season),
+                    "tournament_id": self.link(EntityType::Tournament),
+                    "team_id": self.link(EntityType::Team),
+                    "games_played": if bad { -1 } else { self.rng.range_i64(0, 30) },
+                    "goals": self.rng.range_i64(0, 10),
+                })
+            }
+            EntityType::Game => {
+                let players = self.local.ids(EntityType::Player);
+                let mut game_players = Vec::new();
+                for (i, p) in players.iter().take(3).enumerate() {
+                    game_players.push(
+                        json!({"id": format!("{id}_gp{i}"), "player_id": p, "is_starting": i == 0}),
+                    );
+                }
+                let events: Vec<Value> = (0..self.rng.range_i64(0, 3))
+                    .map(|i| json!({"id": format!("{id}_ev{i}"), "order_index": i, "event_type": "goal", "time_seconds": 60 * i}))
+                    .collect();
+                let assessments: Vec<Value> = players
+                    .iter()
+                    .take(1)
+                    .map(|p| json!({"id": format!("{id}_as_{p}"), "player_id": p, "rating": self.rng.range_i64(1, 10)}))
+                    .collect();
+                json!({
+                    "game": {
+                        "id": id,
+                        "team_id": self.link(EntityType::Team),
+                        "season_id": self.link(EntityType::Season),
+                        "tournament_id": self.link(EntityType::Tournament),
+                        "opponent": name, "game_date": "2026-09-12",
+                        "home_score": self.rng.range_i64(0, 5), "away_score": self.rng.range_i64(0, 5),
+                    },
+                    "players": game_players,
+                    "events": events,
+                    "assessments": assessments,
+                    "tactical": {"formation": "4-4-2"},
+                })
+            }
+            EntityType::Settings | EntityType::WarmupPlan | EntityType::TeamRoster => {
+                unreachable!("singletons and rosters have their own shapes")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> WorkloadParams {
+        WorkloadParams {
+            users: 2,
+            edits: 200,
+            think_time_ms: (10, 100),
+            initial_backlog: 20,
+            type_weights: [5, 2, 1, 1, 1, 1, 1, 1, 1, 1],
+            kind_weights: [5, 4, 1],
+            bad_records: 2,
+            delete_recreate: 2,
+            children_first: true,
+        }
+    }
+
+    #[test]
+    fn deterministic_and_valid() {
+        let a = generate(&params(), 7);
+        let b = generate(&params(), 7);
+        assert_eq!(a, b);
+        assert_ne!(a, generate(&params(), 8));
+        for e in &a {
+            e.op.validate()
+                .expect("workload edits are valid operations");
+        }
+        assert!(a.iter().filter(|e| e.bad).count() >= 1);
+        assert!(a.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    }
+}

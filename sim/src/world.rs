@@ -1,0 +1,933 @@
+//! The world: one madsim runtime per (scenario, seed, preset) with a server
+//! node, one device node per user, and the nemesis driving faults from a
+//! `FaultPlan`.
+//!
+//! - The server node answers one RPC (`Call`) by applying it to the
+//!   in-memory [`ServerModel`] after a processing time that grows with the
+//!   payload; a statement that would run past the statement timeout is
+//!   cancelled (57014, nothing committed). A request whose response the
+//!   nemesis drops still commits: the handler never answers, and the device
+//!   sees a timeout (the app's AbortError) while the server has the write.
+//! - A device node runs the app: the user's edits (local write + enqueue),
+//!   the driver that triggers `SyncEngine::process_queue` (nudge after every
+//!   enqueue, the online event, a 30 s interval, start after
+//!   `reset_stale_syncing`), never two passes at once. Its SQLite queue lives
+//!   on the "disk" (outside the node) and survives a kill; the engine's
+//!   memory does not. No SQLite transaction spans an `.await`, so a kill
+//!   never leaves one half-done.
+//! - Two phases: faults until `fault_phase_ms`, then heal (online, token
+//!   valid, no loss, no 5xx, every device running) and quiesce until every
+//!   queue is drained or the budget runs out, then settle long enough for
+//!   any request still in the network to land. Checkers run on the history
+//!   and the final states.
+
+use crate::history::{Event, Outcome, ServerResult};
+use crate::nemesis::{FaultParams, FaultPlan, Window};
+use crate::server::{DbError, ServerModel, UserId};
+use crate::workload::{Edit, WorkloadParams};
+use madsim::net::rpc::Request;
+use madsim::net::Endpoint;
+use madsim::runtime::{Handle, Runtime};
+use madsim::time::{sleep, timeout, Instant};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use sync_core::engine::{EngineConfig, Host, SplitMix64};
+use sync_core::payload::BulkSyncPayload;
+use sync_core::queue::{LocalEntity, QueueStats};
+use sync_core::remote::{BulkSyncResult, GameSave, RemoteError, RequestCtx};
+use sync_core::{EntityType, Remote, SyncOperation, SyncQueue};
+
+/// Everything a run needs besides the seed and the engine configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorldParams {
+    pub workload: WorkloadParams,
+    pub faults: FaultParams,
+    pub quiesce_budget_ms: i64,
+    pub request_timeout_ms: i64,
+    pub interval_ms: i64,
+    /// Time a non-atomic local write takes before its enqueue (IndexedDB).
+    pub local_write_ms: i64,
+}
+
+/// What a run leaves for the checkers and the report.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub edits: Vec<Edit>,
+    pub plan: FaultPlan,
+    pub history: Vec<Event>,
+    pub devices: Vec<DeviceFinal>,
+    pub server: ServerModel,
+    /// Simulated time when the quiesce phase found every queue drained
+    /// (`None`: the budget ran out first).
+    pub drained_at_ms: Option<i64>,
+    pub end_ms: i64,
+    pub fault_phase_ms: i64,
+}
+
+/// A device's durable state at the end.
+#[derive(Debug)]
+pub struct DeviceFinal {
+    pub user: u32,
+    pub user_id: UserId,
+    pub local: Vec<LocalEntity>,
+    pub ops: Vec<SyncOperation>,
+    pub stats: QueueStats,
+}
+
+/// The requests a device can make.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ServerRequest {
+    Bulk(BulkSyncPayload),
+    SaveGame(GameSave),
+    SetRoster {
+        team_id: String,
+        roster: Vec<Value>,
+        version: Option<i64>,
+    },
+    Upsert {
+        entity_type: EntityType,
+        data: Value,
+        version: Option<i64>,
+    },
+    Delete {
+        entity_type: EntityType,
+        entity_id: String,
+        version: Option<i64>,
+    },
+}
+
+impl ServerRequest {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerRequest::Bulk(_) => "bulk_sync_entities",
+            ServerRequest::SaveGame(_) => "save_game_with_relations",
+            ServerRequest::SetRoster { .. } => "set_team_roster",
+            ServerRequest::Upsert { .. } => "upsert_entity",
+            ServerRequest::Delete { .. } => "delete_entity",
+        }
+    }
+
+    /// Operations the statement works through (drives processing time).
+    fn work_units(&self) -> usize {
+        match self {
+            ServerRequest::Bulk(p) => p.op_count().max(1),
+            ServerRequest::SaveGame(g) => {
+                1 + g.players.len() + g.events.len() + g.assessments.len()
+            }
+            ServerRequest::SetRoster { roster, .. } => 1 + roster.len(),
+            _ => 1,
+        }
+    }
+
+    fn wire_bytes(&self) -> u64 {
+        serde_json::to_vec(self)
+            .map(|v| v.len() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// Successful replies.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Reply {
+    Bulk(BulkSyncResult),
+    GameVersion(i64),
+    Done,
+}
+
+/// The one RPC: a request with its envelope (who, and what the token says).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Call {
+    pub req_id: u64,
+    pub user: u32,
+    /// `None`: the token expired (PostgREST answers 401 before the database).
+    pub auth: Option<UserId>,
+    /// The nemesis drops this request's response after the commit.
+    pub drop_response: bool,
+    pub request: ServerRequest,
+}
+
+impl Request for Call {
+    type Response = Result<Reply, RemoteError>;
+    const ID: u64 = 0x5359_4e43_4341_4c4c; // "SYNCCALL"
+}
+
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const SERVER_PORT: u16 = 5432;
+
+fn device_ip(user: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 1, (user + 1) as u8))
+}
+
+/// The user id of simulated user `u` (deterministic).
+pub fn user_id(u: u32) -> UserId {
+    UserId::from_index(u)
+}
+
+/// State shared by every node of one run. Lives outside the nodes, so it
+/// outlives kills (the disk, the server's database, the recorders).
+struct Shared {
+    params: WorldParams,
+    config: EngineConfig,
+    plan: FaultPlan,
+    edits: Vec<Edit>,
+    start: Instant,
+    history: Mutex<Vec<Event>>,
+    trace: bool,
+    server: Mutex<ServerModel>,
+    next_req_id: AtomicU64,
+    devices: Vec<DeviceShared>,
+    healed: AtomicBool,
+    seed: u64,
+}
+
+/// One device's durable parts and the flags the nemesis flips.
+struct DeviceShared {
+    queue: Arc<Mutex<SyncQueue>>,
+    /// Index of the user's next edit (the user's progress, not app memory).
+    next_edit: AtomicUsize,
+    /// Edits of this user, by index into `Shared::edits`.
+    edit_indexes: Vec<usize>,
+    online: AtomicBool,
+    token_valid: AtomicBool,
+    silent_drop: AtomicBool,
+    alive: AtomicBool,
+    nudge: tokio::sync::Notify,
+    restarts: AtomicU64,
+}
+
+impl Shared {
+    fn now_ms(&self) -> i64 {
+        self.start.elapsed().as_millis() as i64
+    }
+
+    fn record(&self, e: Event) {
+        if self.trace {
+            println!("{}", e.trace_line());
+        }
+        self.history.lock().expect("history lock").push(e);
+    }
+}
+
+/// Runs one world to completion.
+pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -> RunOutput {
+    let users = params.workload.users;
+    let edits = crate::workload::generate(&params.workload, seed);
+    let plan = crate::nemesis::plan(&params.faults, users, seed);
+    let mut madsim_config = madsim::Config::default();
+    // Latency is ours (FaultPlan); madsim's own stays minimal.
+    madsim_config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(200);
+    let rt = Runtime::with_seed_and_config(seed, madsim_config);
+    let params = params.clone();
+    rt.block_on(async move {
+        let devices = (0..users)
+            .map(|u| {
+                let conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
+                // SQLite's default busy wait would freeze the simulation in
+                // real time; nothing else holds this database anyway.
+                conn.busy_timeout(Duration::ZERO).expect("busy_timeout");
+                let queue = SyncQueue::from_connection(conn, &format!("device-{u}"))
+                    .expect("fresh queue schema");
+                DeviceShared {
+                    queue: Arc::new(Mutex::new(queue)),
+                    next_edit: AtomicUsize::new(0),
+                    edit_indexes: edits
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.user == u)
+                        .map(|(i, _)| i)
+                        .collect(),
+                    online: AtomicBool::new(true),
+                    token_valid: AtomicBool::new(true),
+                    silent_drop: AtomicBool::new(false),
+                    alive: AtomicBool::new(true),
+                    nudge: tokio::sync::Notify::new(),
+                    restarts: AtomicU64::new(0),
+                }
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            params: params.clone(),
+            config,
+            plan: plan.clone(),
+            edits: edits.clone(),
+            start: Instant::now(),
+            history: Mutex::new(Vec::new()),
+            trace,
+            server: Mutex::new(ServerModel::new()),
+            next_req_id: AtomicU64::new(1),
+            devices,
+            healed: AtomicBool::new(false),
+            seed,
+        });
+        run_world(shared.clone()).await;
+        let end_ms = shared.now_ms();
+        let drained_at_ms = shared
+            .history
+            .lock()
+            .expect("history")
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::Fault { t_ms, what, .. } if what == "quiesced" => Some(*t_ms),
+                _ => None,
+            });
+        let devices = shared
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(u, d)| {
+                let q = d.queue.lock().expect("queue");
+                DeviceFinal {
+                    user: u as u32,
+                    user_id: user_id(u as u32),
+                    local: q.local_entities().expect("local entities"),
+                    ops: q.all().expect("ops"),
+                    stats: q.stats(end_ms).expect("stats"),
+                }
+            })
+            .collect();
+        let history = std::mem::take(&mut *shared.history.lock().expect("history"));
+        let server = std::mem::replace(
+            &mut *shared.server.lock().expect("server"),
+            ServerModel::new(),
+        );
+        RunOutput {
+            edits,
+            plan,
+            history,
+            devices,
+            server,
+            drained_at_ms,
+            end_ms,
+            fault_phase_ms: params.faults.fault_phase_ms,
+        }
+    })
+}
+
+async fn run_world(shared: Arc<Shared>) {
+    let handle = Handle::current();
+    let s = shared.clone();
+    let _server = handle
+        .create_node()
+        .name("server")
+        .ip(IpAddr::V4(SERVER_IP))
+        .init(move || server_main(s.clone()))
+        .build();
+    // Let the server bind before devices call it.
+    sleep(Duration::from_millis(1)).await;
+    let mut nodes = Vec::new();
+    for u in 0..shared.devices.len() as u32 {
+        let s = shared.clone();
+        let node = handle
+            .create_node()
+            .name(format!("device-{u}"))
+            .ip(device_ip(u))
+            .init(move || device_main(s.clone(), u))
+            .build();
+        nodes.push(node);
+    }
+
+    // The nemesis: every scheduled fault edge, in time order.
+    let mut edges: Vec<(i64, u32, u8, bool)> = Vec::new(); // (t, user, kind, begins)
+    let plan = &shared.plan;
+    for u in 0..shared.devices.len() {
+        for (kind, ws) in [
+            (0u8, &plan.offline[u]),
+            (1, &plan.silent_drop[u]),
+            (2, &plan.kills[u]),
+            (3, &plan.token_expired[u]),
+        ] {
+            for w in ws.iter() {
+                edges.push((w.start_ms, u as u32, kind, true));
+                edges.push((w.end_ms, u as u32, kind, false));
+            }
+        }
+    }
+    edges.sort();
+    let fault_phase_ms = shared.params.faults.fault_phase_ms;
+    for (t, u, kind, begins) in edges {
+        sleep_until_ms(&shared, t).await;
+        let d = &shared.devices[u as usize];
+        let what = match (kind, begins) {
+            (0, true) => {
+                d.online.store(false, Ordering::SeqCst);
+                "offline"
+            }
+            (0, false) => {
+                d.online.store(true, Ordering::SeqCst);
+                d.nudge.notify_one();
+                "online"
+            }
+            (1, true) => {
+                d.silent_drop.store(true, Ordering::SeqCst);
+                "silent drops begin"
+            }
+            (1, false) => {
+                d.silent_drop.store(false, Ordering::SeqCst);
+                "silent drops end"
+            }
+            (2, true) => {
+                if !d.alive.swap(false, Ordering::SeqCst) {
+                    continue;
+                }
+                handle.kill(nodes[u as usize].id());
+                "app killed"
+            }
+            (2, false) => {
+                if d.alive.swap(true, Ordering::SeqCst) {
+                    continue;
+                }
+                d.restarts.fetch_add(1, Ordering::SeqCst);
+                handle.restart(nodes[u as usize].id());
+                "app restarted"
+            }
+            (3, true) => {
+                d.token_valid.store(false, Ordering::SeqCst);
+                "token expired"
+            }
+            _ => {
+                d.token_valid.store(true, Ordering::SeqCst);
+                d.nudge.notify_one();
+                "token refreshed"
+            }
+        };
+        shared.record(Event::Fault {
+            t_ms: shared.now_ms(),
+            user: Some(u),
+            what: what.to_string(),
+        });
+    }
+
+    // Heal.
+    sleep_until_ms(&shared, fault_phase_ms).await;
+    shared.healed.store(true, Ordering::SeqCst);
+    for (u, d) in shared.devices.iter().enumerate() {
+        d.online.store(true, Ordering::SeqCst);
+        d.silent_drop.store(false, Ordering::SeqCst);
+        d.token_valid.store(true, Ordering::SeqCst);
+        if !d.alive.swap(true, Ordering::SeqCst) {
+            d.restarts.fetch_add(1, Ordering::SeqCst);
+            handle.restart(nodes[u].id());
+        }
+        d.nudge.notify_one();
+    }
+    shared.record(Event::Fault {
+        t_ms: shared.now_ms(),
+        user: None,
+        what: "healed".to_string(),
+    });
+
+    // Quiesce: every edit made and every queue without pending or syncing
+    // work. Checked once a simulated second; bounded by the budget.
+    let deadline = fault_phase_ms + shared.params.quiesce_budget_ms;
+    loop {
+        let done = shared.devices.iter().all(|d| {
+            let stats = d.queue.lock().expect("queue").stats(0).expect("stats");
+            d.next_edit.load(Ordering::SeqCst) >= d.edit_indexes.len()
+                && stats.pending == 0
+                && stats.syncing == 0
+        });
+        if done {
+            shared.record(Event::Fault {
+                t_ms: shared.now_ms(),
+                user: None,
+                what: "quiesced".to_string(),
+            });
+            break;
+        }
+        if shared.now_ms() >= deadline {
+            shared.record(Event::Fault {
+                t_ms: shared.now_ms(),
+                user: None,
+                what: "quiesce budget exhausted".to_string(),
+            });
+            break;
+        }
+        sleep(Duration::from_millis(1_000)).await;
+    }
+    // Settle: a request still in the network (a timed-out one the server has
+    // not processed yet) lands within the statement timeout plus transfer.
+    let f = &shared.params.faults;
+    let settle_ms = f.statement_timeout_ms + 2 * f.latency_ms.1 + 10_000;
+    sleep(Duration::from_millis(settle_ms as u64)).await;
+}
+
+async fn sleep_until_ms(shared: &Shared, t_ms: i64) {
+    let now = shared.now_ms();
+    if t_ms > now {
+        sleep(Duration::from_millis((t_ms - now) as u64)).await;
+    }
+}
+
+// ----- server node ---------------------------------------------------------
+
+async fn server_main(shared: Arc<Shared>) {
+    let ep = Endpoint::bind(SocketAddr::new(IpAddr::V4(SERVER_IP), SERVER_PORT))
+        .await
+        .expect("server bind");
+    let s = shared.clone();
+    ep.add_rpc_handler(move |call: Call| {
+        let s = s.clone();
+        async move { serve(&s, call).await }
+    });
+    // Keep the endpoint (and its handler task) alive.
+    std::future::pending::<()>().await;
+}
+
+async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
+    let plan = &shared.plan;
+    let name = call.request.name();
+    let reject = |shared: &Shared, e: RemoteError| {
+        shared.record(Event::Server {
+            t_ms: shared.now_ms(),
+            user: call.user,
+            req_id: call.req_id,
+            call: name,
+            result: ServerResult::Rejected {
+                error: e.to_string(),
+            },
+        });
+        Err(e)
+    };
+    let healed = shared.healed.load(Ordering::SeqCst);
+    if !healed && FaultPlan::in_any(&plan.server_errors, shared.now_ms()) {
+        return reject(
+            shared,
+            RemoteError::Server {
+                status: plan.server_error_status,
+                message: "service unavailable".into(),
+            },
+        );
+    }
+    let Some(auth) = call.auth.clone() else {
+        return reject(
+            shared,
+            RemoteError::Auth {
+                status: 401,
+                message: "JWT expired".into(),
+            },
+        );
+    };
+    // Statement time grows with the payload; past the statement timeout the
+    // statement is cancelled and nothing commits.
+    let work_ms = 2 + (plan.server_ms_per_op * call.request.work_units() as f64) as i64;
+    if work_ms > plan.statement_timeout_ms {
+        sleep(Duration::from_millis(plan.statement_timeout_ms as u64)).await;
+        return reject(
+            shared,
+            RemoteError::database("57014", "canceling statement due to statement timeout"),
+        );
+    }
+    sleep(Duration::from_millis(work_ms as u64)).await;
+    let applied = {
+        let mut server = shared.server.lock().expect("server");
+        apply(&mut server, &auth, &call.request)
+    };
+    let reply = match applied {
+        Ok((reply, effects)) => {
+            shared.record(Event::Server {
+                t_ms: shared.now_ms(),
+                user: call.user,
+                req_id: call.req_id,
+                call: name,
+                result: ServerResult::Committed { effects },
+            });
+            Ok(reply)
+        }
+        Err(db) => reject(shared, RemoteError::database(&db.sqlstate, db.message)),
+    };
+    if call.drop_response && !shared.healed.load(Ordering::SeqCst) {
+        // Committed (or rejected), but the reply never leaves: the client's
+        // timer fires and it sees an AbortError.
+        std::future::pending::<()>().await;
+    }
+    reply
+}
+
+/// Applies one request to the model: the reply and the per-entity effects.
+fn apply(
+    server: &mut ServerModel,
+    auth: &UserId,
+    req: &ServerRequest,
+) -> Result<(Reply, Vec<crate::server::Effect>), DbError> {
+    let auth = Some(auth.clone());
+    match req {
+        ServerRequest::Bulk(p) => {
+            let out = server.bulk_sync_entities(auth, p)?;
+            Ok((
+                Reply::Bulk(BulkSyncResult {
+                    replayed: out.replayed,
+                    counts: out.result,
+                }),
+                out.effects,
+            ))
+        }
+        ServerRequest::SaveGame(g) => {
+            let out = server.save_game_with_relations(auth, g)?;
+            Ok((Reply::GameVersion(out.version), out.effects))
+        }
+        ServerRequest::SetRoster {
+            team_id,
+            roster,
+            version,
+        } => {
+            let effects = server.set_team_roster(auth, team_id, roster, *version)?;
+            Ok((Reply::Done, effects))
+        }
+        ServerRequest::Upsert {
+            entity_type,
+            data,
+            version,
+        } => {
+            let effects = server.upsert_entity(auth, *entity_type, data, *version)?;
+            Ok((Reply::Done, effects))
+        }
+        ServerRequest::Delete {
+            entity_type,
+            entity_id,
+            version,
+        } => {
+            let effects = server.delete_entity(auth, *entity_type, entity_id, *version)?;
+            Ok((Reply::Done, effects))
+        }
+    }
+}
+
+// ----- device node ---------------------------------------------------------
+
+/// The device's clock and connectivity, as the engine sees them.
+struct SimHost {
+    shared: Arc<Shared>,
+    user: u32,
+}
+
+impl Host for SimHost {
+    fn now_ms(&self) -> i64 {
+        self.shared.now_ms()
+    }
+
+    fn is_online(&self) -> bool {
+        self.shared.devices[self.user as usize]
+            .online
+            .load(Ordering::SeqCst)
+    }
+}
+
+/// `Remote` over madsim RPC, with the nemesis's per-request faults.
+struct SimRemote {
+    shared: Arc<Shared>,
+    user: u32,
+    ep: Endpoint,
+    rng: SplitMix64,
+}
+
+impl SimRemote {
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && ((self.rng.next_u64() % 1_000_000) as f64) < p * 1_000_000.0
+    }
+
+    async fn call(
+        &mut self,
+        ctx: &RequestCtx,
+        request: ServerRequest,
+    ) -> Result<Reply, RemoteError> {
+        let shared = self.shared.clone();
+        let d = &shared.devices[self.user as usize];
+        let name = request.name();
+        if !d.online.load(Ordering::SeqCst) {
+            // fetch() fails at once while the browser is offline.
+            return Err(RemoteError::Network {
+                message: "Failed to fetch (offline)".into(),
+            });
+        }
+        let healed = shared.healed.load(Ordering::SeqCst);
+        let plan = &shared.plan;
+        let bytes = request.wire_bytes();
+        let req_id = shared.next_req_id.fetch_add(1, Ordering::SeqCst);
+        shared.record(Event::Invoke {
+            t_ms: shared.now_ms(),
+            user: self.user,
+            req_id,
+            call: name,
+            ops: ctx.ops.clone(),
+            bytes,
+        });
+        let silent = d.silent_drop.load(Ordering::SeqCst);
+        let lost = !healed && (silent || self.chance(plan.request_loss));
+        let drop_response = !healed && (silent || self.chance(plan.response_loss));
+        let latency = self.rng.range_i64(plan.latency_ms.0, plan.latency_ms.1);
+        let transfer_ms = latency + bytes as i64 / plan.bandwidth_bytes_per_ms;
+        let auth = d
+            .token_valid
+            .load(Ordering::SeqCst)
+            .then(|| user_id(self.user));
+        let call = Call {
+            req_id,
+            user: self.user,
+            auth,
+            drop_response,
+            request,
+        };
+        let server = SocketAddr::new(IpAddr::V4(SERVER_IP), SERVER_PORT);
+        let ep = &self.ep;
+        let exchange = async move {
+            sleep(Duration::from_millis(transfer_ms as u64)).await;
+            if lost {
+                // The request never reaches the server.
+                std::future::pending::<()>().await;
+            }
+            let reply = ep.call(server, call).await;
+            // The response travels back.
+            sleep(Duration::from_millis(latency as u64)).await;
+            reply
+        };
+        let timeout_ms = ctx.timeout_ms.max(1) as u64;
+        let result = match timeout(Duration::from_millis(timeout_ms), exchange).await {
+            Err(_) => Err(RemoteError::aborted(format!(
+                "request timed out after {timeout_ms} ms"
+            ))),
+            Ok(Err(io)) => Err(RemoteError::Network {
+                message: io.to_string(),
+            }),
+            Ok(Ok(reply)) => reply,
+        };
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) if e.is_indeterminate() => Outcome::Indeterminate,
+            Err(e) => Outcome::Failed {
+                error: e.to_string(),
+            },
+        };
+        shared.record(Event::Complete {
+            t_ms: shared.now_ms(),
+            user: self.user,
+            req_id,
+            outcome,
+        });
+        result
+    }
+}
+
+fn unexpected(reply: Reply) -> RemoteError {
+    RemoteError::Network {
+        message: format!("unexpected reply {reply:?}"),
+    }
+}
+
+impl Remote for SimRemote {
+    async fn bulk_sync(
+        &mut self,
+        ctx: &RequestCtx,
+        payload: &BulkSyncPayload,
+    ) -> Result<BulkSyncResult, RemoteError> {
+        match self.call(ctx, ServerRequest::Bulk(payload.clone())).await? {
+            Reply::Bulk(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn save_game_with_relations(
+        &mut self,
+        ctx: &RequestCtx,
+        save: &GameSave,
+    ) -> Result<i64, RemoteError> {
+        match self
+            .call(ctx, ServerRequest::SaveGame(save.clone()))
+            .await?
+        {
+            Reply::GameVersion(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn set_team_roster(
+        &mut self,
+        ctx: &RequestCtx,
+        team_id: &str,
+        roster: &[Value],
+        version: Option<i64>,
+    ) -> Result<(), RemoteError> {
+        let req = ServerRequest::SetRoster {
+            team_id: team_id.to_string(),
+            roster: roster.to_vec(),
+            version,
+        };
+        self.call(ctx, req).await.map(|_| ())
+    }
+
+    async fn upsert_entity(
+        &mut self,
+        ctx: &RequestCtx,
+        entity_type: EntityType,
+        data: &Value,
+        version: Option<i64>,
+    ) -> Result<(), RemoteError> {
+        let req = ServerRequest::Upsert {
+            entity_type,
+            data: data.clone(),
+            version,
+        };
+        self.call(ctx, req).await.map(|_| ())
+    }
+
+    async fn delete_entity(
+        &mut self,
+        ctx: &RequestCtx,
+        entity_type: EntityType,
+        entity_id: &str,
+        _data: &Value,
+        version: Option<i64>,
+    ) -> Result<(), RemoteError> {
+        let req = ServerRequest::Delete {
+            entity_type,
+            entity_id: entity_id.to_string(),
+            version,
+        };
+        self.call(ctx, req).await.map(|_| ())
+    }
+}
+
+async fn device_main(shared: Arc<Shared>, user: u32) {
+    let d = &shared.devices[user as usize];
+    let restarts = d.restarts.load(Ordering::SeqCst);
+    let ep = Endpoint::bind(SocketAddr::new(device_ip(user), 0))
+        .await
+        .expect("device bind");
+    let remote = SimRemote {
+        shared: shared.clone(),
+        user,
+        ep,
+        rng: SplitMix64::new(shared.seed ^ (u64::from(user) << 32) ^ (restarts << 48) ^ 0xD1CE),
+    };
+    let host = SimHost {
+        shared: shared.clone(),
+        user,
+    };
+    let mut engine = sync_core::SyncEngine::new(
+        shared.config.clone(),
+        d.queue.clone(),
+        remote,
+        host,
+        shared.seed ^ u64::from(user) ^ (restarts << 40),
+    );
+    // Engine start: the app's reset of stale syncing operations.
+    engine.start().expect("reset_stale_syncing");
+
+    let s = shared.clone();
+    madsim::task::spawn(async move { user_main(s, user).await });
+
+    let interval = Duration::from_millis(shared.params.interval_ms.max(1) as u64);
+    let debounce_ms = shared.config.debounce_ms;
+    // Bound: one pass per trigger; the run ends the loop when the world's
+    // main future returns.
+    loop {
+        engine.process_queue().await.expect("local queue failed");
+        record_depth(&shared, user);
+        let nudged = timeout(interval, d.nudge.notified()).await.is_ok();
+        if nudged && debounce_ms > 0 {
+            sleep(Duration::from_millis(debounce_ms as u64)).await;
+        }
+    }
+}
+
+fn record_depth(shared: &Shared, user: u32) {
+    let stats = shared.devices[user as usize]
+        .queue
+        .lock()
+        .expect("queue")
+        .stats(0)
+        .expect("stats");
+    shared.record(Event::Depth {
+        t_ms: shared.now_ms(),
+        user,
+        depth: stats.pending + stats.syncing + stats.failed,
+    });
+}
+
+/// The user: makes the pre-generated edits at their times (an edit due while
+/// the app is dead waits for the restart).
+async fn user_main(shared: Arc<Shared>, user: u32) {
+    let d = &shared.devices[user as usize];
+    let atomic = shared.config.hardening.atomic_local_write;
+    let policy = shared.config.merge_policy();
+    loop {
+        let next = d.next_edit.load(Ordering::SeqCst);
+        let Some(&global) = d.edit_indexes.get(next) else {
+            return;
+        };
+        let edit = &shared.edits[global];
+        sleep_until_ms(&shared, edit.at_ms).await;
+        let op_id = format!("op-u{user}-{next}");
+        let now = shared.now_ms();
+        if atomic {
+            let outcome = d.queue.lock().expect("queue").write_and_enqueue(
+                edit.op.clone(),
+                &op_id,
+                now,
+                policy,
+            );
+            outcome.expect("workload edits are valid");
+            d.next_edit.fetch_add(1, Ordering::SeqCst);
+            record_edit(&shared, user, next, &op_id, edit, true);
+        } else {
+            let version = d
+                .queue
+                .lock()
+                .expect("queue")
+                .write_local(&edit.op)
+                .expect("local write");
+            d.next_edit.fetch_add(1, Ordering::SeqCst);
+            record_edit(&shared, user, next, &op_id, edit, false);
+            // The app's local write and its enqueue are separate IndexedDB
+            // transactions: a kill in between loses the enqueue.
+            sleep(Duration::from_millis(
+                shared.params.local_write_ms.max(0) as u64
+            ))
+            .await;
+            d.queue
+                .lock()
+                .expect("queue")
+                .enqueue(edit.op.clone(), &op_id, version, shared.now_ms(), policy)
+                .expect("workload edits are valid");
+            shared.record(Event::Enqueued {
+                t_ms: shared.now_ms(),
+                user,
+                index: next as u32,
+            });
+        }
+        record_depth(&shared, user);
+        d.nudge.notify_one();
+    }
+}
+
+fn record_edit(shared: &Shared, user: u32, index: usize, op_id: &str, edit: &Edit, enqueued: bool) {
+    let version = shared.devices[user as usize]
+        .queue
+        .lock()
+        .expect("queue")
+        .local_entity(edit.op.entity_type, &edit.op.entity_id)
+        .expect("local entity")
+        .map(|e| e.version)
+        .unwrap_or(0);
+    shared.record(Event::Edit {
+        t_ms: shared.now_ms(),
+        user,
+        index: index as u32,
+        op_id: op_id.to_string(),
+        entity_type: edit.op.entity_type,
+        entity_id: edit.op.entity_id.clone(),
+        kind: edit.op.kind,
+        version,
+        bad: edit.bad,
+        enqueued,
+    });
+}
+
+/// Windows as (start, end) pairs, for reports.
+pub fn windows_len(ws: &[Window]) -> i64 {
+    ws.iter().map(|w| w.end_ms - w.start_ms).sum()
+}

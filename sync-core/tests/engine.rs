@@ -1,0 +1,501 @@
+//! Engine tests against a scripted fake `Remote` (no runtime needed: the
+//! fake never pends, so a no-op waker drives every future to completion).
+//!
+//! Each test shows how the three presets behave on one of the faults the
+//! issue names: a lost response after commit, a bad record in a batch of 50,
+//! an edit that arrives while its entity is in flight, an abort, a 401 and
+//! a 5xx.
+
+use serde_json::{json, Value};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use sync_core::engine::{EngineConfig, Host, Preset, SyncEngine};
+use sync_core::model::{EntityType, NewOperation, OpKind, OpStatus};
+use sync_core::payload::BulkSyncPayload;
+use sync_core::remote::{BulkSyncResult, GameSave, Remote, RemoteError, RequestCtx};
+use sync_core::SyncQueue;
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    // Bound: the fake remote is synchronous, so one poll completes.
+    for _ in 0..1_000 {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("future did not complete: the fake remote never pends");
+}
+
+#[derive(Clone)]
+struct FakeHost(Rc<Cell<i64>>);
+
+impl Host for FakeHost {
+    fn now_ms(&self) -> i64 {
+        self.0.get()
+    }
+}
+
+/// What the fake does with the next request.
+#[derive(Clone, Debug)]
+enum Script {
+    /// Apply and answer.
+    Ok,
+    /// Apply, then lose the response (the client sees an abort).
+    CommitThenAbort,
+    /// Fail without applying.
+    Fail(RemoteError),
+}
+
+type Hook = Box<dyn FnMut()>;
+
+/// A tiny server: rows by (type, id) with an optional version, batch ids,
+/// a script of outcomes, and a count of applied writes.
+#[derive(Default)]
+struct FakeServer {
+    rows: BTreeMap<(EntityType, String), Value>,
+    versions: BTreeMap<(EntityType, String), i64>,
+    batches: BTreeSet<String>,
+    script: VecDeque<Script>,
+    /// Ids that make any request containing them fail with 23514.
+    bad_ids: BTreeSet<String>,
+    requests: usize,
+    applied_writes: usize,
+    /// Runs inside the next request (an edit while in flight).
+    during_next_call: Option<Hook>,
+}
+
+#[derive(Clone)]
+struct Fake(Rc<RefCell<FakeServer>>);
+
+impl FakeServer {
+    fn write(&mut self, t: EntityType, id: &str, data: Option<Value>, version: Option<i64>) {
+        let key = (t, id.to_string());
+        if let Some(v) = version {
+            if self.versions.get(&key).is_some_and(|held| *held >= v) {
+                return; // stale: ignored
+            }
+            self.versions.insert(key.clone(), v);
+        }
+        self.applied_writes += 1;
+        match data {
+            Some(d) => self.rows.insert(key, d),
+            None => self.rows.remove(&key),
+        };
+    }
+
+    fn apply_bulk(&mut self, p: &BulkSyncPayload) {
+        let version = |t: EntityType, id: &str| {
+            p.versions
+                .iter()
+                .find(|v| v.entity_type == t && v.id == id)
+                .map(|v| v.version)
+        };
+        for (t, items) in [
+            (EntityType::Player, &p.players),
+            (EntityType::Team, &p.teams),
+        ] {
+            for item in items {
+                let id = item["id"].as_str().unwrap().to_string();
+                self.write(t, &id, Some(item.clone()), version(t, &id));
+            }
+        }
+        for (t, ids) in [
+            (EntityType::Player, &p.delete_player_ids),
+            (EntityType::Team, &p.delete_team_ids),
+        ] {
+            for id in ids {
+                self.write(t, id, None, version(t, id));
+            }
+        }
+    }
+
+    fn mentions_bad(&self, ctx: &RequestCtx) -> bool {
+        ctx.ops.iter().any(|o| self.bad_ids.contains(&o.entity_id))
+    }
+
+    fn begin(&mut self) -> Script {
+        self.requests += 1;
+        if let Some(mut hook) = self.during_next_call.take() {
+            hook();
+        }
+        self.script.pop_front().unwrap_or(Script::Ok)
+    }
+}
+
+impl Remote for Fake {
+    async fn bulk_sync(
+        &mut self,
+        ctx: &RequestCtx,
+        payload: &BulkSyncPayload,
+    ) -> Result<BulkSyncResult, RemoteError> {
+        let script = self.0.borrow_mut().begin();
+        let mut s = self.0.borrow_mut();
+        if s.mentions_bad(ctx) {
+            return Err(RemoteError::database("23514", "check violation"));
+        }
+        if let Some(b) = &payload.batch_id {
+            if s.batches.contains(b) {
+                return Ok(BulkSyncResult {
+                    counts: json!({}),
+                    replayed: true,
+                });
+            }
+        }
+        match script {
+            Script::Fail(e) => Err(e),
+            Script::Ok | Script::CommitThenAbort => {
+                s.apply_bulk(payload);
+                if let Some(b) = &payload.batch_id {
+                    s.batches.insert(b.clone());
+                }
+                if matches!(script, Script::CommitThenAbort) {
+                    Err(RemoteError::aborted("response lost"))
+                } else {
+                    Ok(BulkSyncResult::default())
+                }
+            }
+        }
+    }
+
+    async fn save_game_with_relations(
+        &mut self,
+        _ctx: &RequestCtx,
+        _save: &GameSave,
+    ) -> Result<i64, RemoteError> {
+        Ok(1)
+    }
+
+    async fn set_team_roster(
+        &mut self,
+        _ctx: &RequestCtx,
+        _team_id: &str,
+        _roster: &[Value],
+        _version: Option<i64>,
+    ) -> Result<(), RemoteError> {
+        Ok(())
+    }
+
+    async fn upsert_entity(
+        &mut self,
+        ctx: &RequestCtx,
+        t: EntityType,
+        data: &Value,
+        version: Option<i64>,
+    ) -> Result<(), RemoteError> {
+        let script = self.0.borrow_mut().begin();
+        let mut s = self.0.borrow_mut();
+        if s.mentions_bad(ctx) {
+            return Err(RemoteError::database("23514", "check violation"));
+        }
+        match script {
+            Script::Fail(e) => Err(e),
+            Script::Ok | Script::CommitThenAbort => {
+                let id = data["id"].as_str().unwrap().to_string();
+                s.write(t, &id, Some(data.clone()), version);
+                if matches!(script, Script::CommitThenAbort) {
+                    Err(RemoteError::aborted("response lost"))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    async fn delete_entity(
+        &mut self,
+        _ctx: &RequestCtx,
+        t: EntityType,
+        id: &str,
+        _data: &Value,
+        version: Option<i64>,
+    ) -> Result<(), RemoteError> {
+        let script = self.0.borrow_mut().begin();
+        let mut s = self.0.borrow_mut();
+        match script {
+            Script::Fail(e) => Err(e),
+            _ => {
+                s.write(t, id, None, version);
+                Ok(())
+            }
+        }
+    }
+}
+
+struct Rig {
+    queue: Arc<Mutex<SyncQueue>>,
+    server: Fake,
+    clock: Rc<Cell<i64>>,
+    engine: SyncEngine<Fake, FakeHost>,
+    next_op: usize,
+}
+
+impl Rig {
+    fn new(preset: Preset) -> Rig {
+        let queue = Arc::new(Mutex::new(SyncQueue::open_in_memory().unwrap()));
+        let server = Fake(Rc::new(RefCell::new(FakeServer::default())));
+        let clock = Rc::new(Cell::new(1_000));
+        let engine = SyncEngine::new(
+            EngineConfig::preset(preset),
+            queue.clone(),
+            server.clone(),
+            FakeHost(clock.clone()),
+            7,
+        );
+        Rig {
+            queue,
+            server,
+            clock,
+            engine,
+            next_op: 0,
+        }
+    }
+
+    fn edit(&mut self, t: EntityType, id: &str, kind: OpKind, data: Value) {
+        edit_queue(
+            &self.queue,
+            self.engine.config().merge_policy(),
+            &mut self.next_op,
+            self.clock.get(),
+            t,
+            id,
+            kind,
+            data,
+        );
+    }
+
+    fn player(&mut self, id: &str, name: &str) {
+        self.edit(
+            EntityType::Player,
+            id,
+            OpKind::Update,
+            json!({"id": id, "name": name}),
+        );
+    }
+
+    fn pass(&mut self) {
+        block_on(self.engine.process_queue()).unwrap();
+    }
+
+    fn advance(&mut self, ms: i64) {
+        self.clock.set(self.clock.get() + ms);
+    }
+
+    fn ops(&self) -> Vec<sync_core::SyncOperation> {
+        self.queue.lock().unwrap().all().unwrap()
+    }
+
+    fn server_name(&self, id: &str) -> Option<String> {
+        self.server
+            .0
+            .borrow()
+            .rows
+            .get(&(EntityType::Player, id.to_string()))
+            .map(|v| v["name"].as_str().unwrap().to_string())
+    }
+
+    fn script(&self, s: Script) {
+        self.server.0.borrow_mut().script.push_back(s);
+    }
+
+    /// Drives passes with time advancing until the queue has no ready work
+    /// (bounded).
+    fn drain(&mut self) {
+        for _ in 0..200 {
+            self.pass();
+            self.advance(400_000);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn edit_queue(
+    queue: &Arc<Mutex<SyncQueue>>,
+    policy: sync_core::model::MergePolicy,
+    next_op: &mut usize,
+    now: i64,
+    t: EntityType,
+    id: &str,
+    kind: OpKind,
+    data: Value,
+) {
+    *next_op += 1;
+    queue
+        .lock()
+        .unwrap()
+        .write_and_enqueue(
+            NewOperation {
+                entity_type: t,
+                entity_id: id.into(),
+                kind,
+                data,
+            },
+            &format!("op-{next_op}"),
+            now,
+            policy,
+        )
+        .unwrap();
+}
+
+#[test]
+fn batched_sends_one_request_for_many_edits() {
+    let mut individual = Rig::new(Preset::Individual);
+    let mut batched = Rig::new(Preset::Batched);
+    for rig in [&mut individual, &mut batched] {
+        for i in 0..20 {
+            rig.player(&format!("p{i}"), "a");
+        }
+        rig.pass();
+        assert!(rig.ops().is_empty());
+    }
+    assert_eq!(individual.server.0.borrow().requests, 20);
+    assert_eq!(batched.server.0.borrow().requests, 1);
+}
+
+#[test]
+fn lost_response_after_commit() {
+    for preset in Preset::ALL {
+        let mut rig = Rig::new(preset);
+        rig.player("p1", "a");
+        rig.script(Script::CommitThenAbort);
+        rig.pass();
+        // The server has the write, the client does not know.
+        assert_eq!(rig.server_name("p1").as_deref(), Some("a"));
+        let op = rig.ops().pop().expect("op still queued");
+        assert_eq!(op.status, OpStatus::Pending);
+        match preset {
+            // The plan marks the whole batch failed: a retry penalty.
+            Preset::Batched => assert_eq!(op.retry_count, 1, "{preset:?}"),
+            // Abort: no penalty, ready 2 s after the attempt.
+            _ => assert_eq!(op.retry_count, 0, "{preset:?}"),
+        }
+        rig.drain();
+        assert!(rig.ops().is_empty());
+        let applied = rig.server.0.borrow().applied_writes;
+        match preset {
+            // The hardened re-send carries the same batch id: answered from
+            // the server's record, applied once.
+            Preset::Hardened => assert_eq!(applied, 1),
+            _ => assert_eq!(applied, 2, "{preset:?} applies the same operation twice"),
+        }
+    }
+}
+
+#[test]
+fn bad_record_in_a_batch_of_50() {
+    for preset in [Preset::Batched, Preset::Hardened] {
+        let mut rig = Rig::new(preset);
+        for i in 0..50 {
+            rig.player(&format!("p{i}"), "a");
+        }
+        rig.server.0.borrow_mut().bad_ids.insert("p17".into());
+        rig.drain();
+        let ops = rig.ops();
+        let synced = (0..50)
+            .filter(|i| rig.server_name(&format!("p{i}")).is_some())
+            .count();
+        match preset {
+            Preset::Batched => {
+                // All-or-nothing plus a catch-all failure: one bad record
+                // keeps 49 good ones off the server until all 50 are failed.
+                assert_eq!(synced, 0);
+                assert_eq!(ops.len(), 50);
+                assert!(ops.iter().all(|o| o.status == OpStatus::Failed));
+                assert!(ops.iter().all(|o| o.retry_count == 10));
+            }
+            _ => {
+                assert_eq!(synced, 49);
+                assert_eq!(ops.len(), 1);
+                assert_eq!(ops[0].entity_id, "p17");
+                assert!(ops[0].quarantined);
+                assert!(ops[0].last_error.as_deref().unwrap().contains("23514"));
+                // Bisection: about 2 log2(50) + 1 requests, not 50.
+                let requests = rig.server.0.borrow().requests;
+                assert!(requests <= 2 * 6 + 1, "{requests} requests");
+            }
+        }
+    }
+}
+
+#[test]
+fn edit_while_in_flight_then_failure() {
+    // The stale replay of app-behavior.md: op1 (v1) in flight, the user
+    // edits (op2, v2), op1 fails and backs off, op2 is sent first, then op1
+    // is retried and overwrites v2 with v1.
+    for preset in Preset::ALL {
+        let mut rig = Rig::new(preset);
+        rig.player("p1", "v1");
+        let queue = rig.queue.clone();
+        let policy = rig.engine.config().merge_policy();
+        let now = rig.clock.get();
+        rig.server.0.borrow_mut().during_next_call = Some(Box::new(move || {
+            let mut n = 100;
+            edit_queue(
+                &queue,
+                policy,
+                &mut n,
+                now + 1,
+                EntityType::Player,
+                "p1",
+                OpKind::Update,
+                json!({"id": "p1", "name": "v2"}),
+            );
+        }));
+        rig.script(Script::Fail(RemoteError::Server {
+            status: 503,
+            message: "unavailable".into(),
+        }));
+        rig.pass();
+        rig.drain();
+        let name = rig.server_name("p1");
+        match preset {
+            Preset::Hardened => assert_eq!(name.as_deref(), Some("v2")),
+            _ => assert_eq!(
+                name.as_deref(),
+                Some("v1"),
+                "{preset:?}: the stale retry overwrites the newer edit"
+            ),
+        }
+    }
+}
+
+#[test]
+fn auth_error_and_5xx() {
+    let auth = || RemoteError::Auth {
+        status: 401,
+        message: "JWT expired".into(),
+    };
+    let five = || RemoteError::Server {
+        status: 503,
+        message: "unavailable".into(),
+    };
+    for preset in Preset::ALL {
+        let mut rig = Rig::new(preset);
+        rig.player("p1", "a");
+        rig.script(Script::Fail(auth()));
+        rig.pass();
+        let op = &rig.ops()[0];
+        let expected = if preset == Preset::Batched { 1 } else { 0 };
+        assert_eq!(op.retry_count, expected, "{preset:?} 401 penalty");
+
+        // Ten 5xx in a row: today's engine and the plan give up (failed);
+        // hardened retries forever.
+        for _ in 0..12 {
+            rig.script(Script::Fail(five()));
+        }
+        for _ in 0..12 {
+            rig.advance(400_000);
+            rig.pass();
+        }
+        let op = &rig.ops()[0];
+        match preset {
+            Preset::Hardened => assert_eq!(op.status, OpStatus::Pending),
+            _ => assert_eq!(op.status, OpStatus::Failed, "{preset:?}"),
+        }
+    }
+}
