@@ -23,11 +23,12 @@
 //! must never span one). Every `lock()` below is a statement-level borrow.
 
 use crate::model::{EntityType, MergePolicy, OpKind, SyncOperation};
-use crate::payload::{build_chunks, BulkSyncPayload, ChunkOptions, DEFAULT_MAX_PER_TYPE};
+use crate::payload::{
+    build_chunks, parents_of, BulkSyncPayload, ChunkOptions, DEFAULT_MAX_PER_TYPE,
+};
 use crate::queue::{BatchSelect, QueueError, SyncQueue};
 use crate::remote::{AppErrorClass, Disposition, GameSave, OpRef, Remote, RemoteError, RequestCtx};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{debug, info, warn};
@@ -547,6 +548,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 max_per_type: usize::MAX,
                 with_versions: h.versions,
                 one_per_entity: h.single_flight,
+                parents_first: h.parents_first && h.single_flight,
             };
             let by_id: BTreeMap<String, SyncOperation> =
                 bulk_ops.into_iter().map(|o| (o.id.clone(), o)).collect();
@@ -826,38 +828,6 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         Ok(())
     }
 
-    /// The entities an operation's data points at as parents.
-    pub fn parents_of(op: &SyncOperation) -> Vec<(EntityType, String)> {
-        let link = |data: &Value, col: &str, t: EntityType| {
-            data.get(col)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(|s| (t, s.to_string()))
-        };
-        if op.kind.is_delete() {
-            return Vec::new();
-        }
-        match op.entity_type {
-            EntityType::TeamRoster => vec![(EntityType::Team, op.entity_id.clone())],
-            EntityType::PlayerAdjustment | EntityType::Game => {
-                let row = if op.entity_type == EntityType::Game {
-                    op.data.get("game").unwrap_or(&Value::Null)
-                } else {
-                    &op.data
-                };
-                [
-                    link(row, "season_id", EntityType::Season),
-                    link(row, "tournament_id", EntityType::Tournament),
-                    link(row, "team_id", EntityType::Team),
-                ]
-                .into_iter()
-                .flatten()
-                .collect()
-            }
-            _ => Vec::new(),
-        }
-    }
-
     /// Whether a parent of `op` has a queued (not completed) upsert.
     fn has_queued_parent(&self, op: &SyncOperation) -> Result<bool, EngineError> {
         self.has_queued_parent_except(op, &BTreeSet::new())
@@ -868,7 +838,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         op: &SyncOperation,
         in_batch: &BTreeSet<String>,
     ) -> Result<bool, EngineError> {
-        for (t, id) in Self::parents_of(op) {
+        for (t, id) in parents_of(op) {
             let queued = self.q().ops_for_entity(t, &id)?;
             if queued
                 .iter()

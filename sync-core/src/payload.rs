@@ -195,6 +195,11 @@ pub struct ChunkOptions {
     /// Hardened: at most one operation per entity in a chunk (a second one
     /// waits for a later chunk, so the server sees them in order).
     pub one_per_entity: bool,
+    /// Hardened: a child's upsert never lands in an earlier chunk than its
+    /// parent's upsert, and a team's delete never in an earlier chunk than
+    /// the delete of its roster. Requires `one_per_entity` (with at most one
+    /// operation per entity, reordering across entities is safe).
+    pub parents_first: bool,
 }
 
 impl Default for ChunkOptions {
@@ -203,6 +208,7 @@ impl Default for ChunkOptions {
             max_per_type: DEFAULT_MAX_PER_TYPE,
             with_versions: false,
             one_per_entity: false,
+            parents_first: false,
         }
     }
 }
@@ -214,69 +220,130 @@ pub struct Chunk {
     pub op_ids: Vec<String>,
 }
 
+/// The parents an operation's data links to: (type, id). A roster's parent
+/// is its team; a game's and an adjustment's are the season, tournament and
+/// team they name. Deletes name no parents.
+pub fn parents_of(op: &SyncOperation) -> Vec<(EntityType, String)> {
+    if op.kind.is_delete() {
+        return Vec::new();
+    }
+    let row = match op.entity_type {
+        EntityType::TeamRoster => return vec![(EntityType::Team, op.entity_id.clone())],
+        EntityType::Game => op.data.get("game").unwrap_or(&Value::Null),
+        EntityType::PlayerAdjustment => &op.data,
+        _ => return Vec::new(),
+    };
+    [
+        ("season_id", EntityType::Season),
+        ("tournament_id", EntityType::Tournament),
+        ("team_id", EntityType::Team),
+    ]
+    .into_iter()
+    .filter_map(|(col, t)| {
+        row.get(col)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|s| (t, s.to_string()))
+    })
+    .collect()
+}
+
 /// Cuts non-game operations (given oldest first) into chunks of at most
-/// `max_per_type` operations per entity type, keeping each type's relative
-/// order. Settings and the warmup plan are singletons in the payload, so two
-/// operations on one of them never share a chunk; neither do two roster
-/// operations on one team, nor (with `one_per_entity`) any two operations
-/// on one entity. Games are skipped: they are not the bulk call's business.
+/// `max_per_type` operations per entity type, keeping each entity's
+/// operations in order. Settings and the warmup plan are singletons in the
+/// payload, so two operations on one of them never share a chunk; neither do
+/// two roster operations on one team, nor (with `one_per_entity`) any two
+/// operations on one entity. Games are skipped: they are not the bulk call's
+/// business.
 ///
 /// Bound: every operation is placed in exactly one chunk, and the number of
 /// chunks is at most the number of operations.
 pub fn build_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Chunk> {
     assert!(opts.max_per_type > 0, "max_per_type must be positive");
-    // Per chunk: how many of each type, and which entities it already has.
-    struct Fill {
-        per_type: [usize; 10],
-        entities: BTreeMap<(EntityType, String), ()>,
+    assert!(
+        !opts.parents_first || opts.one_per_entity,
+        "parents_first requires one_per_entity"
+    );
+    let mut order: Vec<&SyncOperation> = ops.iter().filter(|o| o.entity_type.is_bulk()).collect();
+    if opts.parents_first {
+        // Upserts parents first, then deletes children first (stable, so
+        // each type keeps its queue order).
+        order.sort_by_key(|o| {
+            if o.kind.is_delete() {
+                (1u8, 255 - o.entity_type.priority())
+            } else {
+                (0u8, o.entity_type.priority())
+            }
+        });
     }
+    // Per chunk: how many of each type, and which entities it already has.
     let mut chunks: Vec<Chunk> = Vec::new();
-    let mut fills: Vec<Fill> = Vec::new();
+    let mut per_type: Vec<[usize; 10]> = Vec::new();
+    let mut entities: Vec<BTreeMap<(EntityType, String), ()>> = Vec::new();
     // The first chunk a later operation of an entity may go to (keeps an
     // entity's operations in order across chunks).
-    let mut next_chunk_for_entity: BTreeMap<(EntityType, &str), usize> = BTreeMap::new();
+    let mut floor_of: BTreeMap<(EntityType, String), usize> = BTreeMap::new();
+    // Chunk of each placed upsert / delete, for the parent rules.
+    let mut upsert_chunk: BTreeMap<(EntityType, String), usize> = BTreeMap::new();
+    let mut roster_delete_chunk: BTreeMap<String, usize> = BTreeMap::new();
     // The first chunk with room for a type (chunks before it are full).
     let mut first_open: [usize; 10] = [0; 10];
 
-    for op in ops.iter().filter(|o| o.entity_type.is_bulk()) {
+    for op in order {
         let t = op.entity_type;
-        let key = (t, op.entity_id.as_str());
+        let key = (t, op.entity_id.clone());
         let exclusive = opts.one_per_entity
             || matches!(
                 t,
                 EntityType::Settings | EntityType::WarmupPlan | EntityType::TeamRoster
             );
-        let floor = next_chunk_for_entity.get(&key).copied().unwrap_or(0);
+        let mut floor = floor_of.get(&key).copied().unwrap_or(0);
+        if opts.parents_first {
+            for parent in parents_of(op) {
+                if let Some(c) = upsert_chunk.get(&parent) {
+                    floor = floor.max(*c);
+                }
+            }
+            if t == EntityType::Team && op.kind.is_delete() {
+                if let Some(c) = roster_delete_chunk.get(&op.entity_id) {
+                    floor = floor.max(*c);
+                }
+            }
+        }
         let mut i = first_open[t.index()].max(floor);
+        // Bound: i only grows and a fresh chunk always has room.
         loop {
             if i == chunks.len() {
                 chunks.push(Chunk {
                     payload: BulkSyncPayload::default(),
                     op_ids: Vec::new(),
                 });
-                fills.push(Fill {
-                    per_type: [0; 10],
-                    entities: BTreeMap::new(),
-                });
+                per_type.push([0; 10]);
+                entities.push(BTreeMap::new());
             }
-            let fill = &fills[i];
-            let full = fill.per_type[t.index()] >= opts.max_per_type;
-            let taken = exclusive && fill.entities.contains_key(&(t, op.entity_id.clone()));
+            let full = per_type[i][t.index()] >= opts.max_per_type;
+            let taken = exclusive && entities[i].contains_key(&key);
             if !full && !taken {
                 break;
             }
             i += 1;
         }
-        let fill = &mut fills[i];
-        fill.per_type[t.index()] += 1;
-        fill.entities.insert((t, op.entity_id.clone()), ());
-        if fill.per_type[t.index()] >= opts.max_per_type && first_open[t.index()] == i {
+        per_type[i][t.index()] += 1;
+        entities[i].insert(key.clone(), ());
+        if per_type[i][t.index()] >= opts.max_per_type && first_open[t.index()] == i {
             first_open[t.index()] = i + 1;
         }
         chunks[i].payload.push(op, opts.with_versions);
         chunks[i].op_ids.push(op.id.clone());
+        if op.kind.is_delete() {
+            if t == EntityType::TeamRoster {
+                roster_delete_chunk.insert(op.entity_id.clone(), i);
+            }
+        } else {
+            upsert_chunk.insert(key.clone(), i);
+        }
         // Exclusive entities move to the next chunk; others may share it.
-        next_chunk_for_entity.insert(key, if exclusive { i + 1 } else { i });
+        floor_of.insert(key, if exclusive { i + 1 } else { i });
     }
     chunks
 }
