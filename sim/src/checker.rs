@@ -13,7 +13,7 @@
 //! | tenant_isolation | every row a user holds is one of that user's entities |
 
 use crate::history::{Event, ServerResult};
-use crate::server::ServerModel;
+use crate::views::{expected, ServerSnapshot};
 use crate::world::{DeviceFinal, RunOutput};
 use serde::Serialize;
 use serde_json::Value;
@@ -98,14 +98,19 @@ fn key(t: EntityType, id: &str) -> String {
 /// Runs every checker.
 pub fn check_all(run: &RunOutput) -> Vec<CheckResult> {
     let j = Journal::new(run);
+    let snaps: Vec<ServerSnapshot> = run
+        .devices
+        .iter()
+        .map(|d| ServerSnapshot::new(&run.server, &d.user_id))
+        .collect();
     vec![
         atomicity(&j),
         per_entity_order(&j),
         exactly_once(&j),
-        convergence(run),
-        no_lost_write(run, &j),
-        referential_integrity(run, &j),
-        tenant_isolation(run),
+        convergence(run, &snaps),
+        no_lost_write(run, &j, &snaps),
+        referential_integrity(run, &j, &snaps),
+        tenant_isolation(run, &snaps),
     ]
 }
 
@@ -306,9 +311,9 @@ fn is_expected_quarantine(
         })
 }
 
-fn convergence(run: &RunOutput) -> CheckResult {
+fn convergence(run: &RunOutput, snaps: &[ServerSnapshot]) -> CheckResult {
     let mut t = Tally::default();
-    for dev in &run.devices {
+    for (dev, snap) in run.devices.iter().zip(snaps) {
         let mut excused: BTreeSet<(EntityType, String)> = BTreeSet::new();
         for op in &dev.ops {
             if is_expected_quarantine(run, dev, op) {
@@ -338,17 +343,8 @@ fn convergence(run: &RunOutput) -> CheckResult {
             if excused.contains(&(local.entity_type, local.entity_id.clone())) {
                 continue;
             }
-            let server = crate::views::entity_view(
-                &run.server,
-                &dev.user_id,
-                local.entity_type,
-                &local.entity_id,
-            );
-            let want = if local.deleted {
-                None
-            } else {
-                Some(crate::views::local_view(local.entity_type, &local.data))
-            };
+            let server = snap.entity(local.entity_type, &local.entity_id);
+            let want = expected(local);
             if server != want {
                 t.flag(
                     key(local.entity_type, &local.entity_id),
@@ -382,7 +378,7 @@ fn short(v: &Option<Value>) -> String {
     }
 }
 
-fn no_lost_write(run: &RunOutput, j: &Journal) -> CheckResult {
+fn no_lost_write(run: &RunOutput, j: &Journal, snaps: &[ServerSnapshot]) -> CheckResult {
     let mut t = Tally::default();
     // Highest version applied on the server, per (user, type, id).
     let mut reached: BTreeMap<(u32, EntityType, String), i64> = BTreeMap::new();
@@ -394,7 +390,7 @@ fn no_lost_write(run: &RunOutput, j: &Journal) -> CheckResult {
             *e = (*e).max(op.version);
         }
     }
-    for dev in &run.devices {
+    for (dev, snap) in run.devices.iter().zip(snaps) {
         for local in &dev.local {
             let k = (dev.user, local.entity_type, local.entity_id.clone());
             let delivered = reached.get(&k).is_some_and(|v| *v >= local.version);
@@ -406,16 +402,7 @@ fn no_lost_write(run: &RunOutput, j: &Journal) -> CheckResult {
                 .any(|o| o.entity_type == local.entity_type && o.entity_id == local.entity_id);
             // A create cancelled by a delete before it left the device never
             // needed to reach the server.
-            let server_agrees = crate::views::entity_view(
-                &run.server,
-                &dev.user_id,
-                local.entity_type,
-                &local.entity_id,
-            ) == if local.deleted {
-                None
-            } else {
-                Some(crate::views::local_view(local.entity_type, &local.data))
-            };
+            let server_agrees = snap.entity(local.entity_type, &local.entity_id) == expected(local);
             if !delivered && !reported && !server_agrees {
                 t.flag(
                     key(local.entity_type, &local.entity_id),
@@ -432,27 +419,17 @@ fn no_lost_write(run: &RunOutput, j: &Journal) -> CheckResult {
     t.finish("no_lost_write")
 }
 
-fn referential_integrity(run: &RunOutput, j: &Journal) -> CheckResult {
+fn referential_integrity(run: &RunOutput, j: &Journal, snaps: &[ServerSnapshot]) -> CheckResult {
     let mut t = Tally::default();
-    for dev in &run.devices {
+    for (dev, snap) in run.devices.iter().zip(snaps) {
         for local in dev.local.iter().filter(|l| !l.deleted) {
             let row = match local.entity_type {
                 EntityType::Game => &local.data["game"],
                 EntityType::PlayerAdjustment => &local.data,
                 _ => continue,
             };
-            let Some(server) = crate::views::entity_view(
-                &run.server,
-                &dev.user_id,
-                local.entity_type,
-                &local.entity_id,
-            ) else {
+            let Some(server_row) = snap.row(local.entity_type, &local.entity_id) else {
                 continue; // missing entirely: convergence's business
-            };
-            let server_row = if local.entity_type == EntityType::Game {
-                &server["game"]
-            } else {
-                &server
             };
             for col in ["season_id", "tournament_id", "team_id"] {
                 let want = &row[col];
@@ -483,11 +460,11 @@ fn referential_integrity(run: &RunOutput, j: &Journal) -> CheckResult {
     t.finish("referential_integrity")
 }
 
-fn tenant_isolation(run: &RunOutput) -> CheckResult {
+fn tenant_isolation(run: &RunOutput, snaps: &[ServerSnapshot]) -> CheckResult {
     let mut t = Tally::default();
-    for dev in &run.devices {
+    for (dev, snap) in run.devices.iter().zip(snaps) {
         let prefix = format!("u{}_", dev.user);
-        for (table, id) in crate::views::row_ids(&run.server, &dev.user_id) {
+        for (table, id) in snap.row_ids() {
             let own = id.starts_with(&prefix) || id == "app" || id == "default";
             if !own {
                 t.flag(
@@ -500,6 +477,5 @@ fn tenant_isolation(run: &RunOutput) -> CheckResult {
             }
         }
     }
-    let _ = &run.server as &ServerModel;
     t.finish("tenant_isolation")
 }

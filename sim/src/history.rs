@@ -78,8 +78,14 @@ pub enum Event {
         user: Option<u32>,
         what: String,
     },
-    /// Queue depth (pending + syncing + failed) after a pass or an edit.
-    Depth { t_ms: i64, user: u32, depth: u64 },
+    /// Queue depth after a pass or an edit: `depth` counts pending, syncing
+    /// and failed operations, `active` only pending and syncing.
+    Depth {
+        t_ms: i64,
+        user: u32,
+        depth: u64,
+        active: u64,
+    },
 }
 
 impl Event {
@@ -176,8 +182,13 @@ impl Event {
                     let _ = write!(s, "nemesis: {what}");
                 }
             },
-            Event::Depth { user, depth, .. } => {
-                let _ = write!(s, "u{user} queue depth {depth}");
+            Event::Depth {
+                user,
+                depth,
+                active,
+                ..
+            } => {
+                let _ = write!(s, "u{user} queue depth {depth} (active {active})");
             }
         }
         s

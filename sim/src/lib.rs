@@ -3,6 +3,7 @@ compile_error!("sim must be built with `--cfg madsim` (see .cargo/config.toml)")
 
 pub mod checker;
 pub mod history;
+pub mod metrics;
 pub mod nemesis;
 pub mod server;
 pub mod views;

@@ -78,3 +78,8 @@ impl ServerModel {
         todo!()
     }
 }
+impl ServerModel {
+    pub fn rows(&self, _u: &UserId) -> std::collections::BTreeMap<String, Vec<Value>> {
+        todo!()
+    }
+}

@@ -845,6 +845,7 @@ fn record_depth(shared: &Shared, user: u32) {
         t_ms: shared.now_ms(),
         user,
         depth: stats.pending + stats.syncing + stats.failed,
+        active: stats.pending + stats.syncing,
     });
 }
 

@@ -670,7 +670,11 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                         }
                         continue;
                     }
-                    if e.is_indeterminate() && h.adaptive_chunk {
+                    // A timeout, or a statement the server cancelled for
+                    // running too long: the call was too big for this link
+                    // or this server right now.
+                    let too_big = e.is_indeterminate() || e.sqlstate() == Some("57014");
+                    if too_big && h.adaptive_chunk {
                         self.chunk_limit = (self.chunk_limit / 2).max(1);
                     }
                     match self.fail(&ids, &e, true)? {
@@ -819,7 +823,9 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 .ops_for_entity(op.entity_type, &op.entity_id)?
                 .into_iter()
                 .any(|o| o.id != op.id && o.version > op.version);
-            if newer && !op.quarantined {
+            // A quarantined operation goes too: the user's newer edit of
+            // the entity replaces the bad record.
+            if newer {
                 self.q().remove(&op.id)?;
                 self.stats.ops_superseded += 1;
                 debug!(op = %op.id, "failed operation superseded by a newer edit");
@@ -838,6 +844,17 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         op: &SyncOperation,
         in_batch: &BTreeSet<String>,
     ) -> Result<bool, EngineError> {
+        // Children's deletes before parents': a team's delete waits while
+        // its roster has a queued operation outside this call (the roster
+        // set would fail once the team is gone).
+        if op.entity_type == EntityType::Team && op.kind.is_delete() {
+            let roster = self
+                .q()
+                .ops_for_entity(EntityType::TeamRoster, &op.entity_id)?;
+            if roster.iter().any(|r| !in_batch.contains(&r.id)) {
+                return Ok(true);
+            }
+        }
         for (t, id) in parents_of(op) {
             let queued = self.q().ops_for_entity(t, &id)?;
             if queued
