@@ -932,3 +932,28 @@ fn record_edit(shared: &Shared, user: u32, index: usize, op_id: &str, edit: &Edi
 pub fn windows_len(ws: &[Window]) -> i64 {
     ws.iter().map(|w| w.end_ms - w.start_ms).sum()
 }
+
+/// One run with its verdicts and numbers.
+pub struct Checked {
+    pub output: RunOutput,
+    pub verdicts: Vec<crate::checker::CheckResult>,
+    pub metrics: crate::metrics::RunMetrics,
+}
+
+impl Checked {
+    pub fn ok(&self) -> bool {
+        self.verdicts.iter().all(|v| v.ok)
+    }
+}
+
+/// Runs one world and checks it.
+pub fn run_checked(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -> Checked {
+    let output = run(params, seed, config, trace);
+    let verdicts = crate::checker::check_all(&output);
+    let metrics = crate::metrics::compute(&output);
+    Checked {
+        output,
+        verdicts,
+        metrics,
+    }
+}

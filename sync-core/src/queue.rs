@@ -2,11 +2,25 @@
 //! store in the same database so that "write the entity locally and enqueue
 //! its operation" is one transaction.
 //!
-//! API STUB: signatures and semantics are fixed; bodies are being written.
+//! Schema (version 1, marked with `PRAGMA application_id` and `user_version`
+//! so a foreign or corrupt file is refused with its name):
+//! - `ops`: one row per queued operation. `seq` is the insertion order and
+//!   breaks timestamp ties; `ready_at_ms` is derived from `retry_count` and
+//!   `last_attempt_ms` by the app's rules (or set by the hardened engine's
+//!   jittered backoff) so readiness is an indexed range, not a scan.
+//! - `entities`: the local store (the device's truth).
+//! - `sequences`: persistent counters (batch ids).
+//!
+//! Cost: every batch method touches only the rows it names (primary key);
+//! `get_pending_batched` walks the `(status, entity_type, timestamp_ms,
+//! seq)` index once per type and stops after `max_per_type` hits, so taking
+//! a batch is O(batch), not O(queue), while operations are ready.
 
 use crate::model::{
-    EntityType, InvalidOperation, MergePolicy, NewOperation, OpKind, SyncOperation,
+    app_ready_at_ms, merge_kinds, EntityType, InvalidOperation, MergeOutcome, MergePolicy,
+    NewOperation, OpKind, OpStatus, SyncOperation, DEFAULT_MAX_RETRIES,
 };
+use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -94,22 +108,123 @@ pub struct BatchSelect {
     pub single_flight: bool,
 }
 
+/// `PRAGMA application_id` of a sync queue database ("SYNQ").
+const APPLICATION_ID: i32 = 0x5359_4e51;
+const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ops (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE,
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    retry_count INTEGER NOT NULL,
+    max_retries INTEGER NOT NULL,
+    last_error TEXT,
+    last_attempt_ms INTEGER,
+    created_at_ms INTEGER NOT NULL,
+    batch_id TEXT,
+    quarantined INTEGER NOT NULL DEFAULT 0,
+    ready_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ops_by_type ON ops (status, entity_type, timestamp_ms, seq);
+CREATE INDEX IF NOT EXISTS ops_by_time ON ops (status, timestamp_ms, seq);
+CREATE INDEX IF NOT EXISTS ops_by_ready ON ops (status, ready_at_ms);
+CREATE INDEX IF NOT EXISTS ops_by_entity ON ops (entity_type, entity_id, seq);
+CREATE INDEX IF NOT EXISTS ops_by_batch ON ops (batch_id) WHERE batch_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS entities (
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (entity_type, entity_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sequences (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+const OP_COLUMNS: &str = "id, entity_type, entity_id, kind, data, version, timestamp_ms, status, \
+     retry_count, max_retries, last_error, last_attempt_ms, created_at_ms, batch_id, quarantined";
+
 /// The durable queue. Not `Sync`: share it behind a mutex and never hold
 /// that mutex across an `.await` (a kill drops the future mid-transaction).
 pub struct SyncQueue {
-    _private: (),
+    conn: rusqlite::Connection,
+    /// What errors call the database (a path or a name).
+    name: PathBuf,
 }
 
-#[allow(unused_variables)]
+fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> QueueError {
+    move |source| QueueError::Sqlite { context, source }
+}
+
+/// Reads one `ops` row selected with `OP_COLUMNS`.
+fn op_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncOperation> {
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown {what}").into(),
+        )
+    };
+    let t: String = row.get(1)?;
+    let kind: String = row.get(3)?;
+    let data: String = row.get(4)?;
+    let status: String = row.get(7)?;
+    Ok(SyncOperation {
+        id: row.get(0)?,
+        entity_type: EntityType::parse(&t).ok_or_else(|| bad(1, "entity type"))?,
+        entity_id: row.get(2)?,
+        kind: OpKind::parse(&kind).ok_or_else(|| bad(3, "kind"))?,
+        data: serde_json::from_str(&data).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
+        })?,
+        version: row.get(5)?,
+        timestamp_ms: row.get(6)?,
+        status: OpStatus::parse(&status).ok_or_else(|| bad(7, "status"))?,
+        retry_count: row.get(8)?,
+        max_retries: row.get(9)?,
+        last_error: row.get(10)?,
+        last_attempt_ms: row.get(11)?,
+        created_at_ms: row.get(12)?,
+        batch_id: row.get(13)?,
+        quarantined: row.get::<_, i64>(14)? != 0,
+    })
+}
+
+fn in_list(n: usize) -> String {
+    let mut s = String::with_capacity(n * 2);
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('?');
+    }
+    s
+}
+
 impl SyncQueue {
     /// Opens (creating if needed) a queue database file.
     pub fn open(path: &Path) -> Result<SyncQueue, QueueError> {
-        todo!()
+        let conn = rusqlite::Connection::open(path).map_err(|e| QueueError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        SyncQueue::init(conn, path.to_path_buf())
     }
 
     /// A queue in a fresh in-memory database.
     pub fn open_in_memory() -> Result<SyncQueue, QueueError> {
-        todo!()
+        let conn = rusqlite::Connection::open_in_memory().map_err(sql("open in memory"))?;
+        SyncQueue::init(conn, PathBuf::from(":memory:"))
     }
 
     /// Wraps an existing connection (the simulator's disk owns one), creating
@@ -118,12 +233,66 @@ impl SyncQueue {
         conn: rusqlite::Connection,
         name: &str,
     ) -> Result<SyncQueue, QueueError> {
-        todo!()
+        SyncQueue::init(conn, PathBuf::from(name))
     }
 
     /// Gives the connection back (the simulator keeps it across an app kill).
     pub fn into_connection(self) -> rusqlite::Connection {
-        todo!()
+        self.conn
+    }
+
+    fn init(conn: rusqlite::Connection, name: PathBuf) -> Result<SyncQueue, QueueError> {
+        let corrupt = |detail: String| QueueError::Corrupt {
+            path: name.clone(),
+            detail,
+        };
+        // Reading the header is the first access: a non-SQLite file fails
+        // here ("file is not a database").
+        let app_id: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let user_version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if app_id == 0 && tables == 0 {
+            // A new database: ours to set up.
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
+            .map_err(|e| corrupt(e.to_string()))?;
+        } else if app_id != APPLICATION_ID {
+            return Err(corrupt(format!(
+                "application_id is {app_id:#x}, not a sync queue ({APPLICATION_ID:#x}); {tables} foreign schema objects"
+            )));
+        } else if user_version != SCHEMA_VERSION {
+            return Err(corrupt(format!(
+                "schema version {user_version}, this build reads {SCHEMA_VERSION}"
+            )));
+        }
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let ok: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if ok != "ok" {
+            return Err(corrupt(ok));
+        }
+        Ok(SyncQueue { conn, name })
+    }
+
+    /// The name errors use for this database.
+    pub fn name(&self) -> &Path {
+        &self.name
+    }
+
+    fn next_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64, QueueError> {
+        tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM ops", [], |r| {
+            r.get(0)
+        })
+        .map_err(sql("next seq"))
     }
 
     /// Enqueue with the app's merge table, in one transaction. `op_id` is the
@@ -137,7 +306,147 @@ impl SyncQueue {
         now_ms: i64,
         policy: MergePolicy,
     ) -> Result<EnqueueOutcome, QueueError> {
-        todo!()
+        op.validate().map_err(QueueError::Invalid)?;
+        let tx = self.conn.transaction().map_err(sql("begin enqueue"))?;
+        let out = Self::enqueue_tx(&tx, op, op_id, version, now_ms, policy)?;
+        tx.commit().map_err(sql("commit enqueue"))?;
+        Ok(out)
+    }
+
+    fn enqueue_tx(
+        tx: &rusqlite::Transaction<'_>,
+        op: NewOperation,
+        op_id: &str,
+        version: i64,
+        now_ms: i64,
+        policy: MergePolicy,
+    ) -> Result<EnqueueOutcome, QueueError> {
+        let statuses: &[&str] = match policy {
+            MergePolicy::PendingOnly => &["pending"],
+            MergePolicy::PendingOrFailed => &["pending", "failed"],
+        };
+        // The newest mergeable operation of this entity (at most one exists
+        // under PendingOrFailed; under PendingOnly the newest pending one).
+        let existing: Option<(String, String)> = tx
+            .query_row(
+                &format!(
+                    "SELECT id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
+                     AND status IN ({}) ORDER BY seq DESC LIMIT 1",
+                    statuses
+                        .iter()
+                        .map(|s| format!("'{s}'"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                rusqlite::params![op.entity_type.as_str(), op.entity_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql("find mergeable"))?;
+        let data = op.data.to_string();
+        let insert = |tx: &rusqlite::Transaction<'_>, id: &str| -> Result<(), QueueError> {
+            let seq = Self::next_seq(tx)?;
+            tx.execute(
+                "INSERT INTO ops (id, seq, entity_type, entity_id, kind, data, version, timestamp_ms, \
+                 status, retry_count, max_retries, last_error, last_attempt_ms, created_at_ms, \
+                 batch_id, quarantined, ready_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, NULL, NULL, ?8, NULL, 0, ?10)",
+                rusqlite::params![
+                    id,
+                    seq,
+                    op.entity_type.as_str(),
+                    op.entity_id,
+                    op.kind.as_str(),
+                    data,
+                    version,
+                    now_ms,
+                    DEFAULT_MAX_RETRIES,
+                    app_ready_at_ms(0, None),
+                ],
+            )
+            .map_err(sql("insert op"))?;
+            Ok(())
+        };
+        let Some((old_id, old_kind)) = existing else {
+            insert(tx, op_id)?;
+            return Ok(EnqueueOutcome::Inserted {
+                op_id: op_id.to_string(),
+            });
+        };
+        let old_kind = OpKind::parse(&old_kind).unwrap_or(OpKind::Update);
+        match merge_kinds(old_kind, op.kind) {
+            MergeOutcome::Merge(kind) => {
+                // Keeps id and created-at; new data, version and timestamp
+                // (back of the queue); ready at once; a revived failed or
+                // quarantined operation is pending again; its old batch id
+                // is forgotten (this is a new request's content).
+                let seq = Self::next_seq(tx)?;
+                tx.execute(
+                    "UPDATE ops SET kind = ?2, data = ?3, version = ?4, timestamp_ms = ?5, seq = ?6, \
+                     status = 'pending', retry_count = 0, last_error = NULL, last_attempt_ms = NULL, \
+                     batch_id = NULL, quarantined = 0, ready_at_ms = ?7 WHERE id = ?1",
+                    rusqlite::params![
+                        old_id,
+                        kind.as_str(),
+                        data,
+                        version,
+                        now_ms,
+                        seq,
+                        app_ready_at_ms(0, None)
+                    ],
+                )
+                .map_err(sql("merge op"))?;
+                Ok(EnqueueOutcome::Merged {
+                    op_id: old_id,
+                    kind,
+                })
+            }
+            MergeOutcome::RemoveBoth => {
+                tx.execute("DELETE FROM ops WHERE id = ?1", [&old_id])
+                    .map_err(sql("cancel op"))?;
+                Ok(EnqueueOutcome::Cancelled {
+                    removed_op_id: old_id,
+                })
+            }
+            MergeOutcome::Replace => {
+                tx.execute("DELETE FROM ops WHERE id = ?1", [&old_id])
+                    .map_err(sql("replace op"))?;
+                insert(tx, op_id)?;
+                Ok(EnqueueOutcome::Replaced {
+                    removed_op_id: old_id,
+                    op_id: op_id.to_string(),
+                })
+            }
+        }
+    }
+
+    fn write_local_tx(
+        tx: &rusqlite::Transaction<'_>,
+        op: &NewOperation,
+    ) -> Result<i64, QueueError> {
+        let prev: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM entities WHERE entity_type = ?1 AND entity_id = ?2",
+                rusqlite::params![op.entity_type.as_str(), op.entity_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("read local version"))?;
+        let version = prev.unwrap_or(0) + 1;
+        let deleted = op.kind.is_delete();
+        let data = if deleted {
+            "null".to_string()
+        } else {
+            op.data.to_string()
+        };
+        tx.execute(
+            "INSERT INTO entities (entity_type, entity_id, data, version, deleted) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (entity_type, entity_id) DO UPDATE SET data = excluded.data, \
+             version = excluded.version, deleted = excluded.deleted",
+            rusqlite::params![op.entity_type.as_str(), op.entity_id, data, version, deleted],
+        )
+        .map_err(sql("write local entity"))?;
+        Ok(version)
     }
 
     /// Writes the entity to the local store (bumping its version) and
@@ -149,13 +458,42 @@ impl SyncQueue {
         now_ms: i64,
         policy: MergePolicy,
     ) -> Result<EnqueueOutcome, QueueError> {
-        todo!()
+        op.validate().map_err(QueueError::Invalid)?;
+        let tx = self.conn.transaction().map_err(sql("begin write"))?;
+        let version = Self::write_local_tx(&tx, &op)?;
+        let out = Self::enqueue_tx(&tx, op, op_id, version, now_ms, policy)?;
+        tx.commit().map_err(sql("commit write"))?;
+        Ok(out)
     }
 
     /// Writes the entity to the local store only; returns the new version.
     /// (The non-atomic path of today's app: enqueue follows separately.)
     pub fn write_local(&mut self, op: &NewOperation) -> Result<i64, QueueError> {
-        todo!()
+        op.validate().map_err(QueueError::Invalid)?;
+        let tx = self.conn.transaction().map_err(sql("begin local write"))?;
+        let v = Self::write_local_tx(&tx, op)?;
+        tx.commit().map_err(sql("commit local write"))?;
+        Ok(v)
+    }
+
+    fn entity_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LocalEntity> {
+        let t: String = row.get(0)?;
+        let data: String = row.get(2)?;
+        Ok(LocalEntity {
+            entity_type: EntityType::parse(&t).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    "unknown entity type".into(),
+                )
+            })?,
+            entity_id: row.get(1)?,
+            data: serde_json::from_str(&data).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+            })?,
+            version: row.get(3)?,
+            deleted: row.get::<_, i64>(4)? != 0,
+        })
     }
 
     pub fn local_entity(
@@ -163,26 +501,73 @@ impl SyncQueue {
         entity_type: EntityType,
         entity_id: &str,
     ) -> Result<Option<LocalEntity>, QueueError> {
-        todo!()
+        self.conn
+            .query_row(
+                "SELECT entity_type, entity_id, data, version, deleted FROM entities \
+                 WHERE entity_type = ?1 AND entity_id = ?2",
+                rusqlite::params![entity_type.as_str(), entity_id],
+                Self::entity_from_row,
+            )
+            .optional()
+            .map_err(sql("read local entity"))
     }
 
     /// Every local entity, sorted by (type, id), deleted ones included.
     pub fn local_entities(&self) -> Result<Vec<LocalEntity>, QueueError> {
-        todo!()
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT entity_type, entity_id, data, version, deleted FROM entities \
+                 ORDER BY entity_type, entity_id",
+            )
+            .map_err(sql("list local entities"))?;
+        let rows = stmt
+            .query_map([], Self::entity_from_row)
+            .map_err(sql("list local entities"))?;
+        let mut out: Vec<LocalEntity> = rows
+            .collect::<Result<_, _>>()
+            .map_err(sql("list local entities"))?;
+        // Sort by the enum's order, not the text's.
+        out.sort_by(|a, b| (a.entity_type, &a.entity_id).cmp(&(b.entity_type, &b.entity_id)));
+        Ok(out)
+    }
+
+    fn query_ops(
+        &self,
+        where_sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<SyncOperation>, QueueError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {OP_COLUMNS} FROM ops {where_sql}"))
+            .map_err(sql("query ops"))?;
+        let rows = stmt
+            .query_map(params, op_from_row)
+            .map_err(sql("query ops"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("read ops"))
     }
 
     pub fn get(&self, op_id: &str) -> Result<Option<SyncOperation>, QueueError> {
-        todo!()
+        Ok(self.query_ops("WHERE id = ?1", &[&op_id])?.pop())
     }
 
     /// Every operation, oldest first (tests and reports).
     pub fn all(&self) -> Result<Vec<SyncOperation>, QueueError> {
-        todo!()
+        self.query_ops("ORDER BY timestamp_ms, seq", &[])
     }
 
     /// Up to `limit` ready pending operations, oldest timestamp first.
+    ///
+    /// Walks pending operations in timestamp order and skips the ones in
+    /// backoff; the walk is bounded by the pending count, and by `limit`
+    /// ready hits.
     pub fn get_pending(&self, limit: usize, now_ms: i64) -> Result<Vec<SyncOperation>, QueueError> {
-        todo!()
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.query_ops(
+            "INDEXED BY ops_by_time WHERE status = 'pending' AND ready_at_ms <= ?1 \
+             ORDER BY timestamp_ms, seq LIMIT ?2",
+            &[&now_ms, &limit],
+        )
     }
 
     /// The plan's `getPendingBatched`: ready pending operations grouped by
@@ -192,7 +577,81 @@ impl SyncQueue {
         select: BatchSelect,
         now_ms: i64,
     ) -> Result<BTreeMap<EntityType, Vec<SyncOperation>>, QueueError> {
-        todo!()
+        let mut out = BTreeMap::new();
+        if select.max_per_type == 0 {
+            return Ok(out);
+        }
+        let single = select.single_flight;
+        for t in EntityType::ALL {
+            // Single flight: skip operations whose entity has one syncing;
+            // the Rust side keeps the oldest per entity. Bound: the SQL
+            // LIMIT caps rows read per type; with single flight a type may
+            // need a second, larger read when many rows repeat an entity.
+            let mut limit = select.max_per_type;
+            let mut picked: Vec<SyncOperation> = Vec::new();
+            for _attempt in 0..8 {
+                let rows = self.query_ops(
+                    &format!(
+                        "INDEXED BY ops_by_type WHERE status = 'pending' AND entity_type = ?1 \
+                         AND ready_at_ms <= ?2 {} ORDER BY timestamp_ms, seq LIMIT ?3",
+                        if single {
+                            "AND NOT EXISTS (SELECT 1 FROM ops o2 WHERE o2.entity_type = ops.entity_type \
+                             AND o2.entity_id = ops.entity_id AND o2.status = 'syncing')"
+                        } else {
+                            ""
+                        }
+                    ),
+                    &[&t.as_str(), &now_ms, &(limit as i64)],
+                )?;
+                let exhausted = rows.len() < limit;
+                picked.clear();
+                let mut seen = std::collections::BTreeSet::new();
+                for op in rows {
+                    if single && !seen.insert(op.entity_id.clone()) {
+                        continue;
+                    }
+                    picked.push(op);
+                    if picked.len() == select.max_per_type {
+                        break;
+                    }
+                }
+                if picked.len() == select.max_per_type || exhausted {
+                    break;
+                }
+                limit = limit.saturating_mul(4);
+            }
+            if !picked.is_empty() {
+                out.insert(t, picked);
+            }
+        }
+        Ok(out)
+    }
+
+    fn update_ids(
+        &mut self,
+        context: &'static str,
+        set_and_where: &str,
+        op_ids: &[String],
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<u64, QueueError> {
+        let tx = self.conn.transaction().map_err(sql(context))?;
+        let mut n = 0u64;
+        // Chunks keep each statement under SQLite's parameter limit.
+        for ids in op_ids.chunks(500) {
+            let first = extra.len() + 1;
+            let list: Vec<String> = (0..ids.len()).map(|i| format!("?{}", first + i)).collect();
+            let q = format!(
+                "UPDATE ops SET {set_and_where} AND id IN ({})",
+                list.join(",")
+            );
+            let mut params: Vec<&dyn rusqlite::ToSql> = extra.to_vec();
+            for id in ids {
+                params.push(id);
+            }
+            n += tx.execute(&q, params.as_slice()).map_err(sql(context))? as u64;
+        }
+        tx.commit().map_err(sql(context))?;
+        Ok(n)
     }
 
     /// Marks pending operations syncing (records the attempt time and the
@@ -203,12 +662,28 @@ impl SyncQueue {
         now_ms: i64,
         batch_id: Option<&str>,
     ) -> Result<(), QueueError> {
-        todo!()
+        self.update_ids(
+            "mark syncing",
+            "status = 'syncing', last_attempt_ms = ?1, batch_id = COALESCE(?2, batch_id) \
+             WHERE status = 'pending'",
+            op_ids,
+            &[&now_ms, &batch_id],
+        )?;
+        Ok(())
     }
 
     /// Deletes the given operations if they are still syncing, atomically.
     pub fn mark_batch_completed(&mut self, op_ids: &[String]) -> Result<(), QueueError> {
-        todo!()
+        let tx = self.conn.transaction().map_err(sql("mark completed"))?;
+        for ids in op_ids.chunks(500) {
+            let q = format!(
+                "DELETE FROM ops WHERE status = 'syncing' AND id IN ({})",
+                in_list(ids.len())
+            );
+            tx.execute(&q, rusqlite::params_from_iter(ids.iter()))
+                .map_err(sql("mark completed"))?;
+        }
+        tx.commit().map_err(sql("mark completed"))
     }
 
     /// Failure with penalty: retry count + 1, last error and attempt set;
@@ -221,7 +696,19 @@ impl SyncQueue {
         now_ms: i64,
         retry_forever: bool,
     ) -> Result<(), QueueError> {
-        todo!()
+        let forever = i64::from(retry_forever);
+        // ready_at: the app's backoff for the new count (1 s * 2^(n-1),
+        // capped), computed in SQL so the batch is one statement.
+        self.update_ids(
+            "mark failed",
+            "retry_count = retry_count + 1, last_error = ?1, last_attempt_ms = ?2, \
+             status = CASE WHEN ?3 = 0 AND retry_count + 1 >= max_retries THEN 'failed' ELSE 'pending' END, \
+             ready_at_ms = ?2 + MIN(1000 * (1 << MIN(retry_count, 20)), ?4) \
+             WHERE status IN ('syncing', 'pending')",
+            op_ids,
+            &[&error, &now_ms, &forever, &crate::model::BACKOFF_CAP_MS],
+        )?;
+        Ok(())
     }
 
     /// Abort or auth error: back to pending with retry count unchanged and
@@ -232,72 +719,174 @@ impl SyncQueue {
         error: &str,
         now_ms: i64,
     ) -> Result<(), QueueError> {
-        todo!()
+        // ready_at follows app_ready_at_ms: 2 s after the attempt when the
+        // count is 0, else the backoff of the current count.
+        self.update_ids(
+            "mark aborted",
+            "status = 'pending', last_error = ?1, last_attempt_ms = ?2, \
+             ready_at_ms = ?2 + CASE WHEN retry_count = 0 THEN ?3 \
+             ELSE MIN(1000 * (1 << MIN(retry_count - 1, 20)), ?4) END \
+             WHERE status IN ('syncing', 'pending')",
+            op_ids,
+            &[
+                &error,
+                &now_ms,
+                &crate::model::ABORT_RETRY_DELAY_MS,
+                &crate::model::BACKOFF_CAP_MS,
+            ],
+        )?;
+        Ok(())
     }
 
     /// Hardened: a permanent error on this single operation.
     pub fn mark_quarantined(&mut self, op_id: &str, error: &str) -> Result<(), QueueError> {
-        todo!()
+        self.conn
+            .execute(
+                "UPDATE ops SET status = 'failed', quarantined = 1, last_error = ?2, batch_id = NULL \
+                 WHERE id = ?1",
+                rusqlite::params![op_id, error],
+            )
+            .map_err(sql("quarantine"))?;
+        Ok(())
     }
 
     /// Run at engine start: every syncing operation back to pending, retry
     /// count and last attempt unchanged. Returns how many.
     pub fn reset_stale_syncing(&mut self) -> Result<u64, QueueError> {
-        todo!()
+        // ready_at is left as it was derived from the unchanged count and
+        // attempt: mark_batch_syncing does not change it.
+        Ok(self
+            .conn
+            .execute(
+                "UPDATE ops SET status = 'pending', ready_at_ms = CASE \
+                 WHEN last_attempt_ms IS NULL THEN ?1 \
+                 WHEN retry_count = 0 THEN last_attempt_ms + ?2 \
+                 ELSE last_attempt_ms + MIN(1000 * (1 << MIN(retry_count - 1, 20)), ?3) END \
+                 WHERE status = 'syncing'",
+                rusqlite::params![
+                    i64::MIN,
+                    crate::model::ABORT_RETRY_DELAY_MS,
+                    crate::model::BACKOFF_CAP_MS
+                ],
+            )
+            .map_err(sql("reset stale syncing"))? as u64)
     }
 
     /// "Retry failed": failed (and quarantined) back to pending, count 0.
     pub fn retry_failed(&mut self) -> Result<u64, QueueError> {
-        todo!()
+        Ok(self
+            .conn
+            .execute(
+                "UPDATE ops SET status = 'pending', retry_count = 0, quarantined = 0, \
+                 last_attempt_ms = NULL, ready_at_ms = ?1 WHERE status = 'failed'",
+                [i64::MIN],
+            )
+            .map_err(sql("retry failed"))? as u64)
     }
 
     /// "Sync now": waiting pending operations ready at once.
     pub fn sync_now(&mut self) -> Result<u64, QueueError> {
-        todo!()
+        Ok(self
+            .conn
+            .execute(
+                "UPDATE ops SET ready_at_ms = ?1 WHERE status = 'pending' AND ready_at_ms > ?1",
+                [i64::MIN],
+            )
+            .map_err(sql("sync now"))? as u64)
     }
 
     /// Deletes failed operations.
     pub fn discard_failed(&mut self) -> Result<u64, QueueError> {
-        todo!()
+        Ok(self
+            .conn
+            .execute("DELETE FROM ops WHERE status = 'failed'", [])
+            .map_err(sql("discard failed"))? as u64)
     }
 
     pub fn stats(&self, now_ms: i64) -> Result<QueueStats, QueueError> {
-        todo!()
+        let mut stats = QueueStats::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT status, count(*), SUM(quarantined), MIN(created_at_ms) FROM ops GROUP BY status",
+            )
+            .map_err(sql("stats"))?;
+        let mut rows = stmt.query([]).map_err(sql("stats"))?;
+        while let Some(r) = rows.next().map_err(sql("stats"))? {
+            let status: String = r.get(0).map_err(sql("stats"))?;
+            let n: i64 = r.get(1).map_err(sql("stats"))?;
+            let q: i64 = r.get(2).map_err(sql("stats"))?;
+            let oldest: Option<i64> = r.get(3).map_err(sql("stats"))?;
+            match status.as_str() {
+                "pending" => {
+                    stats.pending = n as u64;
+                    stats.oldest_pending_age_ms = oldest.map(|t| now_ms - t);
+                }
+                "syncing" => stats.syncing = n as u64,
+                _ => {
+                    stats.failed = n as u64;
+                    stats.quarantined = q as u64;
+                }
+            }
+        }
+        Ok(stats)
     }
 
     /// Earliest time a pending operation becomes ready, if any is waiting.
     pub fn next_ready_at_ms(&self) -> Result<Option<i64>, QueueError> {
-        todo!()
+        self.conn
+            .query_row(
+                "SELECT MIN(ready_at_ms) FROM ops WHERE status = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql("next ready"))
     }
 
     /// Number of operations not yet completed (pending + syncing + failed).
     pub fn len(&self) -> Result<u64, QueueError> {
-        todo!()
+        self.conn
+            .query_row("SELECT count(*) FROM ops", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(sql("count"))
     }
 
     pub fn is_empty(&self) -> Result<bool, QueueError> {
         Ok(self.len()? == 0)
     }
 
-    /// Hardened: ids of operations (other than `exclude`) that are pending
-    /// or syncing for this entity, oldest first.
+    /// Every queued operation (any status) of this entity, oldest first.
     pub fn ops_for_entity(
         &self,
         entity_type: EntityType,
         entity_id: &str,
     ) -> Result<Vec<SyncOperation>, QueueError> {
-        todo!()
+        self.query_ops(
+            "WHERE entity_type = ?1 AND entity_id = ?2 ORDER BY seq",
+            &[&entity_type.as_str(), &entity_id],
+        )
     }
 
     /// Deletes one operation (hardened: a failed operation superseded by a
     /// newer one of the same entity).
     pub fn remove(&mut self, op_id: &str) -> Result<bool, QueueError> {
-        todo!()
+        Ok(self
+            .conn
+            .execute("DELETE FROM ops WHERE id = ?1", [op_id])
+            .map_err(sql("remove op"))?
+            > 0)
     }
 
     /// A persistent counter (e.g. for batch ids): returns the next value.
     pub fn next_sequence(&mut self, name: &str) -> Result<i64, QueueError> {
-        todo!()
+        self.conn
+            .query_row(
+                "INSERT INTO sequences (name, value) VALUES (?1, 1) \
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                [name],
+                |r| r.get(0),
+            )
+            .map_err(sql("next sequence"))
     }
 
     /// Hardened exactly-once: the oldest ready pending batch that was sent
@@ -307,18 +896,42 @@ impl SyncQueue {
         &self,
         now_ms: i64,
     ) -> Result<Option<(String, Vec<SyncOperation>)>, QueueError> {
-        todo!()
+        let batch: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT batch_id FROM ops WHERE batch_id IS NOT NULL AND status = 'pending' \
+                 AND ready_at_ms <= ?1 ORDER BY timestamp_ms, seq LIMIT 1",
+                [now_ms],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("unresolved batch"))?;
+        let Some(batch) = batch else {
+            return Ok(None);
+        };
+        let ops = self.query_ops(
+            "WHERE batch_id = ?1 AND status = 'pending' ORDER BY timestamp_ms, seq",
+            &[&batch],
+        )?;
+        Ok(Some((batch, ops)))
     }
 
     /// Forgets the batch id of these operations (their next send is a new
     /// request).
     pub fn clear_batch_id(&mut self, op_ids: &[String]) -> Result<(), QueueError> {
-        todo!()
+        self.update_ids("clear batch id", "batch_id = NULL WHERE 1 = 1", op_ids, &[])?;
+        Ok(())
     }
 
     /// Overrides when these pending operations become ready (hardened
     /// jittered backoff).
     pub fn set_ready_at(&mut self, op_ids: &[String], ready_at_ms: i64) -> Result<(), QueueError> {
-        todo!()
+        self.update_ids(
+            "set ready at",
+            "ready_at_ms = ?1 WHERE status = 'pending'",
+            op_ids,
+            &[&ready_at_ms],
+        )?;
+        Ok(())
     }
 }
