@@ -387,32 +387,28 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
 
     /// Runs passes until no ready work is left, the device is offline, a pass
     /// stops on a transient error, or `max_passes_per_call` is reached.
-    pub fn process_queue(
-        &mut self,
-    ) -> impl std::future::Future<Output = Result<(), EngineError>> + '_ {
-        async move {
-            for _ in 0..self.config.max_passes_per_call {
-                if !self.host.is_online() || !self.has_ready_work()? {
-                    return Ok(());
-                }
-                self.stats.passes += 1;
-                let requests_before = self.stats.requests;
-                let sent = match self.config.mode {
-                    Mode::Individual => self.pass_individual().await?,
-                    Mode::Batched => self.pass_batched().await?,
-                };
-                // A pass that sent nothing (every ready child waits for a
-                // parent in backoff) would spin: stop until a trigger.
-                if sent == Sent::Stop || self.stats.requests == requests_before {
-                    return Ok(());
-                }
+    pub async fn process_queue(&mut self) -> Result<(), EngineError> {
+        for _ in 0..self.config.max_passes_per_call {
+            if !self.host.is_online() || !self.has_ready_work()? {
+                return Ok(());
             }
-            warn!(
-                passes = self.config.max_passes_per_call,
-                "process_queue hit its pass bound with work left"
-            );
-            Ok(())
+            self.stats.passes += 1;
+            let requests_before = self.stats.requests;
+            let sent = match self.config.mode {
+                Mode::Individual => self.pass_individual().await?,
+                Mode::Batched => self.pass_batched().await?,
+            };
+            // A pass that sent nothing (every ready child waits for a
+            // parent in backoff) would spin: stop until a trigger.
+            if sent == Sent::Stop || self.stats.requests == requests_before {
+                return Ok(());
+            }
         }
+        warn!(
+            passes = self.config.max_passes_per_call,
+            "process_queue hit its pass bound with work left"
+        );
+        Ok(())
     }
 
     // ----- individual (today's engine) -------------------------------------
