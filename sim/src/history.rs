@@ -139,9 +139,25 @@ impl Event {
             } => {
                 let _ = write!(
                     s,
-                    "u{user} -> #{req_id} {call} ops={} bytes={bytes}",
+                    "u{user} -> #{req_id} {call} ops={} bytes={bytes} [",
                     ops.len()
                 );
+                for (i, op) in ops.iter().enumerate() {
+                    if i == 12 {
+                        s.push_str(", ...");
+                        break;
+                    }
+                    let _ = write!(
+                        s,
+                        "{}{} {}/{} v{}",
+                        if i == 0 { "" } else { ", " },
+                        op.kind.as_str(),
+                        op.entity_type,
+                        op.entity_id,
+                        op.version
+                    );
+                }
+                s.push(']');
             }
             Event::Complete {
                 user,

@@ -1,85 +1,1265 @@
-//! TEMPORARY stub (replaced by the model branch).
+//! The in-memory model of the server: the tables, constraints and RPCs of
+//! `migrations/` (see `migrations/README.md` for the contract both follow).
+//!
+//! Every call is all-or-nothing: writes go through an undo log that is
+//! replayed backwards when the call fails, so a failed call leaves the state
+//! exactly as it was (unless the planted bug `non_atomic_bulk` is on).
+//! State lives in `BTreeMap`s only, so iteration order is deterministic.
+//!
+//! Each successful call returns its per-entity [`Effect`]s, which the
+//! simulator journals for the checkers.
+
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use sync_core::payload::BulkSyncPayload;
-use sync_core::remote::GameSave;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use sync_core::payload::{BulkSyncPayload, EntityVersion};
+use sync_core::remote::{GameSave, RemoteError};
 use sync_core::EntityType;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct UserId(pub String);
+/// A user id: the simulator's users are numbered; the uuid form is what
+/// `auth.uid()` would return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UserId(pub u32);
+
 impl UserId {
-    pub fn from_index(u: u32) -> Self {
-        UserId(format!("{u}"))
+    pub fn from_index(u: u32) -> UserId {
+        UserId(u)
+    }
+
+    /// The uuid text form (`auth.uid()`).
+    pub fn uuid(self) -> String {
+        format!("00000000-0000-4000-8000-{:012x}", u64::from(self.0) + 1)
+    }
+
+    /// Parses [`UserId::uuid`]'s form.
+    pub fn parse_uuid(s: &str) -> Option<UserId> {
+        let tail = s.strip_prefix("00000000-0000-4000-8000-")?;
+        let n = u64::from_str_radix(tail, 16).ok()?;
+        u32::try_from(n.checked_sub(1)?).ok().map(UserId)
     }
 }
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Effect {
-    pub entity_type: EntityType,
-    pub entity_id: String,
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uuid())
+    }
 }
+
+/// A database error with its SQLSTATE.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbError {
     pub sqlstate: String,
     pub message: String,
 }
+
+impl DbError {
+    fn new(sqlstate: &str, message: impl Into<String>) -> DbError {
+        DbError {
+            sqlstate: sqlstate.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DbError> for RemoteError {
+    fn from(e: DbError) -> RemoteError {
+        RemoteError::Database {
+            sqlstate: e.sqlstate,
+            message: e.message,
+        }
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.sqlstate, self.message)
+    }
+}
+
+/// What a call did to one entity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    Upsert,
+    Delete { existed: bool },
+    /// The version gate ignored the write.
+    SkippedStale { incoming: i64, held: i64 },
+    /// A batch-id replay: answered from the record, nothing applied.
+    Replayed,
+    /// A game's link to a missing parent was set to NULL.
+    LinkNulled { column: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    pub entity_type: EntityType,
+    pub entity_id: String,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+/// Planted server bugs (issue 5's catalogue); all off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerBugs {
+    /// A failed bulk call keeps the writes made before the error.
+    pub non_atomic_bulk: bool,
+    /// Deletes run before upserts in a bulk call.
+    pub deletes_before_upserts: bool,
+    /// An item's `user_id` key is trusted instead of `auth.uid()`.
+    pub user_id_from_payload: bool,
+    /// The batch id is recorded even when the call then fails.
+    pub batch_id_outside_tx: bool,
+}
+
 pub struct BulkOutcome {
     pub result: Value,
     pub replayed: bool,
     pub effects: Vec<Effect>,
 }
+
 pub struct GameOutcome {
     pub version: i64,
     pub effects: Vec<Effect>,
 }
-#[derive(Debug, Default)]
-pub struct ServerModel;
-impl ServerModel {
-    pub fn new() -> Self {
-        ServerModel
-    }
-    pub fn bulk_sync_entities(
-        &mut self,
-        _a: Option<UserId>,
-        _p: &BulkSyncPayload,
-    ) -> Result<BulkOutcome, DbError> {
-        todo!()
-    }
-    pub fn save_game_with_relations(
-        &mut self,
-        _a: Option<UserId>,
-        _p: &GameSave,
-    ) -> Result<GameOutcome, DbError> {
-        todo!()
-    }
-    pub fn set_team_roster(
-        &mut self,
-        _a: Option<UserId>,
-        _t: &str,
-        _r: &[Value],
-        _v: Option<i64>,
-    ) -> Result<Vec<Effect>, DbError> {
-        todo!()
-    }
-    pub fn upsert_entity(
-        &mut self,
-        _a: Option<UserId>,
-        _t: EntityType,
-        _d: &Value,
-        _v: Option<i64>,
-    ) -> Result<Vec<Effect>, DbError> {
-        todo!()
-    }
-    pub fn delete_entity(
-        &mut self,
-        _a: Option<UserId>,
-        _t: EntityType,
-        _id: &str,
-        _v: Option<i64>,
-    ) -> Result<Vec<Effect>, DbError> {
-        todo!()
+
+/// Payload size limit of `bulk_sync_entities`.
+pub const MAX_BULK_OPS: usize = 500;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ty {
+    Int,
+    Text,
+    Bool,
+    Date,
+    Jsonb,
+}
+
+#[derive(Clone, Copy)]
+struct Col {
+    name: &'static str,
+    ty: Ty,
+    not_null: bool,
+    default: Option<fn() -> Value>,
+    check: Option<fn(&Value) -> bool>,
+}
+
+const fn col(name: &'static str, ty: Ty) -> Col {
+    Col {
+        name,
+        ty,
+        not_null: false,
+        default: None,
+        check: None,
     }
 }
-impl ServerModel {
-    pub fn rows(&self, _u: &UserId) -> std::collections::BTreeMap<String, Vec<Value>> {
-        todo!()
+
+const fn req(name: &'static str, ty: Ty) -> Col {
+    Col {
+        name,
+        ty,
+        not_null: true,
+        default: None,
+        check: None,
     }
+}
+
+fn zero() -> Value {
+    json!(0)
+}
+fn falsy() -> Value {
+    json!(false)
+}
+fn default_id() -> Value {
+    json!("default")
+}
+fn non_negative(v: &Value) -> bool {
+    v.as_i64().is_none_or(|n| n >= 0)
+}
+fn jersey(v: &Value) -> bool {
+    v.as_i64().is_none_or(|n| (0..=99).contains(&n))
+}
+fn rating(v: &Value) -> bool {
+    v.as_i64().is_none_or(|n| (1..=10).contains(&n))
+}
+
+const fn with_default(mut c: Col, d: fn() -> Value) -> Col {
+    c.default = Some(d);
+    c
+}
+const fn with_check(mut c: Col, f: fn(&Value) -> bool) -> Col {
+    c.check = Some(f);
+    c
+}
+
+const PLAYERS: &[Col] = &[
+    req("id", Ty::Text),
+    req("name", Ty::Text),
+    with_check(col("jersey_number", Ty::Int), jersey),
+    with_default(req("is_goalie", Ty::Bool), falsy),
+    col("notes", Ty::Text),
+];
+const TEAMS: &[Col] = &[req("id", Ty::Text), req("name", Ty::Text), col("color", Ty::Text)];
+const SEASONS: &[Col] = &[
+    req("id", Ty::Text),
+    req("name", Ty::Text),
+    col("start_date", Ty::Date),
+];
+const TOURNAMENTS: &[Col] = &[
+    req("id", Ty::Text),
+    req("name", Ty::Text),
+    col("level", Ty::Text),
+];
+const PERSONNEL: &[Col] = &[req("id", Ty::Text), req("name", Ty::Text), col("role", Ty::Text)];
+const TEAM_PLAYERS: &[Col] = &[
+    req("id", Ty::Text),
+    req("team_id", Ty::Text),
+    req("player_id", Ty::Text),
+    col("name", Ty::Text),
+    col("jersey_number", Ty::Int),
+];
+const WARMUP_PLANS: &[Col] = &[with_default(req("id", Ty::Text), default_id), req("plan", Ty::Jsonb)];
+const USER_SETTINGS: &[Col] = &[req("settings", Ty::Jsonb)];
+const ADJUSTMENTS: &[Col] = &[
+    req("id", Ty::Text),
+    req("player_id", Ty::Text),
+    col("season_id", Ty::Text),
+    col("tournament_id", Ty::Text),
+    col("team_id", Ty::Text),
+    with_check(with_default(req("games_played", Ty::Int), zero), non_negative),
+    with_check(with_default(req("goals", Ty::Int), zero), non_negative),
+];
+const GAMES: &[Col] = &[
+    req("id", Ty::Text),
+    col("team_id", Ty::Text),
+    col("season_id", Ty::Text),
+    col("tournament_id", Ty::Text),
+    req("opponent", Ty::Text),
+    col("game_date", Ty::Date),
+    with_check(with_default(req("home_score", Ty::Int), zero), non_negative),
+    with_check(with_default(req("away_score", Ty::Int), zero), non_negative),
+    with_default(req("version", Ty::Int), zero),
+];
+const GAME_PLAYERS: &[Col] = &[
+    req("id", Ty::Text),
+    req("game_id", Ty::Text),
+    req("player_id", Ty::Text),
+    with_default(req("is_starting", Ty::Bool), falsy),
+];
+const GAME_EVENTS: &[Col] = &[
+    req("id", Ty::Text),
+    req("game_id", Ty::Text),
+    req("order_index", Ty::Int),
+    req("event_type", Ty::Text),
+    with_check(with_default(req("time_seconds", Ty::Int), zero), non_negative),
+];
+const ASSESSMENTS: &[Col] = &[
+    req("id", Ty::Text),
+    req("game_id", Ty::Text),
+    req("player_id", Ty::Text),
+    with_check(req("rating", Ty::Int), rating),
+];
+const TACTICAL: &[Col] = &[req("game_id", Ty::Text), req("data", Ty::Jsonb)];
+
+/// Every table: name, columns, key column ("" = keyed by user alone).
+const TABLES: &[(&str, &[Col], &str)] = &[
+    ("players", PLAYERS, "id"),
+    ("teams", TEAMS, "id"),
+    ("seasons", SEASONS, "id"),
+    ("tournaments", TOURNAMENTS, "id"),
+    ("personnel", PERSONNEL, "id"),
+    ("team_players", TEAM_PLAYERS, "id"),
+    ("warmup_plans", WARMUP_PLANS, ""),
+    ("user_settings", USER_SETTINGS, ""),
+    ("player_adjustments", ADJUSTMENTS, "id"),
+    ("games", GAMES, "id"),
+    ("game_players", GAME_PLAYERS, "id"),
+    ("game_events", GAME_EVENTS, "id"),
+    ("player_assessments", ASSESSMENTS, "id"),
+    ("game_tactical_data", TACTICAL, "game_id"),
+];
+
+fn cols_of(table: &str) -> &'static [Col] {
+    TABLES
+        .iter()
+        .find(|(n, _, _)| *n == table)
+        .map(|(_, c, _)| *c)
+        .expect("known table")
+}
+
+fn key_col(table: &str) -> &'static str {
+    TABLES
+        .iter()
+        .find(|(n, _, _)| *n == table)
+        .map(|(_, _, k)| *k)
+        .expect("known table")
+}
+
+type Row = Map<String, Value>;
+type RowKey = (UserId, String);
+
+enum Undo {
+    Row(&'static str, RowKey, Option<Row>),
+    Version((UserId, EntityType, String), Option<(i64, bool)>),
+    Batch((UserId, String)),
+}
+
+/// The server's state.
+#[derive(Default)]
+pub struct ServerModel {
+    tables: BTreeMap<&'static str, BTreeMap<RowKey, Row>>,
+    versions: BTreeMap<(UserId, EntityType, String), (i64, bool)>,
+    batches: BTreeMap<(UserId, String), Value>,
+    undo: Vec<Undo>,
+    /// Bumped by every applied write and restored by a rollback: a rejected
+    /// call that changed it wrote something (a partial write).
+    mutations: u64,
+    pub bugs: ServerBugs,
+}
+
+impl fmt::Debug for ServerModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerModel")
+            .field("rows", &self.tables.values().map(BTreeMap::len).sum::<usize>())
+            .field("mutations", &self.mutations)
+            .finish()
+    }
+}
+
+fn table_static(name: &str) -> &'static str {
+    TABLES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(n, _, _)| *n)
+        .expect("known table")
+}
+
+/// The entity table of a bulk/per-entity type.
+fn entity_table(t: EntityType) -> Option<&'static str> {
+    Some(match t {
+        EntityType::Player => "players",
+        EntityType::Team => "teams",
+        EntityType::Season => "seasons",
+        EntityType::Tournament => "tournaments",
+        EntityType::Personnel => "personnel",
+        EntityType::PlayerAdjustment => "player_adjustments",
+        EntityType::Game => "games",
+        _ => return None,
+    })
+}
+
+/// `jsonb_populate_record`-like conversion of one value to a column type.
+fn convert(c: &Col, v: &Value) -> Result<Value, DbError> {
+    let bad = |what: &str| {
+        DbError::new(
+            "22P02",
+            format!("invalid input syntax for type {what}: {v} (column {})", c.name),
+        )
+    };
+    Ok(match (c.ty, v) {
+        (_, Value::Null) => Value::Null,
+        (Ty::Jsonb, v) => v.clone(),
+        (Ty::Text, Value::String(s)) => Value::String(s.clone()),
+        (Ty::Text, Value::Number(n)) => Value::String(n.to_string()),
+        (Ty::Text, Value::Bool(b)) => Value::String(b.to_string()),
+        (Ty::Text, other) => Value::String(other.to_string()),
+        (Ty::Int, Value::Number(n)) => {
+            let i = match n.as_i64() {
+                Some(i) => i,
+                None => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 1e18 => f as i64,
+                    _ => return Err(bad("integer")),
+                },
+            };
+            int4(c, i)?
+        }
+        (Ty::Int, Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(i) => int4(c, i)?,
+            Err(_) => return Err(bad("integer")),
+        },
+        (Ty::Int, _) => return Err(bad("integer")),
+        (Ty::Bool, Value::Bool(b)) => Value::Bool(*b),
+        (Ty::Bool, Value::String(s)) => match s.as_str() {
+            "true" | "t" => Value::Bool(true),
+            "false" | "f" => Value::Bool(false),
+            _ => return Err(bad("boolean")),
+        },
+        (Ty::Bool, _) => return Err(bad("boolean")),
+        (Ty::Date, Value::String(s)) => {
+            if valid_date(s) {
+                Value::String(s.clone())
+            } else {
+                return Err(DbError::new(
+                    "22007",
+                    format!("invalid input syntax for type date: {s:?} (column {})", c.name),
+                ));
+            }
+        }
+        (Ty::Date, _) => {
+            return Err(DbError::new(
+                "22007",
+                format!("invalid input syntax for type date: {v} (column {})", c.name),
+            ))
+        }
+    })
+}
+
+fn int4(c: &Col, i: i64) -> Result<Value, DbError> {
+    if i32::try_from(i).is_err() {
+        return Err(DbError::new(
+            "22003",
+            format!("value {i} is out of range for type integer (column {})", c.name),
+        ));
+    }
+    Ok(json!(i))
+}
+
+/// `YYYY-MM-DD` with a real day of a real month.
+fn valid_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
+    let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
+        return false;
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&d)
+}
+
+/// Builds a full row from a JSON item: every column converted, missing or
+/// null keys take the column's default, then NOT NULL and CHECK.
+fn to_row(table: &str, item: &Value) -> Result<Row, DbError> {
+    let obj = item.as_object();
+    let mut row = Row::new();
+    for c in cols_of(table) {
+        let raw = obj.and_then(|o| o.get(c.name)).unwrap_or(&Value::Null);
+        let mut v = convert(c, raw)?;
+        if v.is_null() {
+            if let Some(d) = c.default {
+                v = d();
+            }
+        }
+        if v.is_null() && c.not_null {
+            return Err(DbError::new(
+                "23502",
+                format!(
+                    "null value in column \"{}\" of relation \"{table}\" violates not-null constraint",
+                    c.name
+                ),
+            ));
+        }
+        if let Some(check) = c.check {
+            if !check(&v) {
+                return Err(DbError::new(
+                    "23514",
+                    format!(
+                        "new row for relation \"{table}\" violates check constraint on \"{}\"",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        row.insert(c.name.to_string(), v);
+    }
+    Ok(row)
+}
+
+fn item_id(t: &str, item: &Value) -> Result<String, DbError> {
+    match item
+        .as_object()
+        .and_then(|o| o.get("id"))
+        .and_then(Value::as_str)
+    {
+        Some(id) if !id.is_empty() => Ok(id.to_string()),
+        _ => Err(DbError::new("22023", format!("malformed {t} item"))),
+    }
+}
+
+fn str_of<'a>(row: &'a Row, col: &str) -> Option<&'a str> {
+    row.get(col).and_then(Value::as_str)
+}
+
+impl ServerModel {
+    pub fn new() -> ServerModel {
+        ServerModel::default()
+    }
+
+    pub fn with_bugs(bugs: ServerBugs) -> ServerModel {
+        ServerModel {
+            bugs,
+            ..ServerModel::default()
+        }
+    }
+
+    /// A counter of applied writes (restored by rollbacks).
+    pub fn mutations(&self) -> u64 {
+        self.mutations
+    }
+
+    // ----- low-level writes through the undo log ---------------------------
+
+    fn put(&mut self, table: &'static str, key: RowKey, row: Row) {
+        let t = self.tables.entry(table).or_default();
+        let old = t.insert(key.clone(), row);
+        self.undo.push(Undo::Row(table, key, old));
+        self.mutations += 1;
+    }
+
+    fn del(&mut self, table: &'static str, key: &RowKey) -> bool {
+        let old = self.tables.get_mut(table).and_then(|t| t.remove(key));
+        let existed = old.is_some();
+        if existed {
+            self.undo.push(Undo::Row(table, key.clone(), old));
+            self.mutations += 1;
+        }
+        existed
+    }
+
+    fn get(&self, table: &str, key: &RowKey) -> Option<&Row> {
+        self.tables.get(table).and_then(|t| t.get(key))
+    }
+
+    fn set_version(&mut self, key: (UserId, EntityType, String), v: (i64, bool)) {
+        let old = self.versions.insert(key.clone(), v);
+        self.undo.push(Undo::Version(key, old));
+        self.mutations += 1;
+    }
+
+    fn begin(&mut self) -> (usize, u64) {
+        (self.undo.len(), self.mutations)
+    }
+
+    fn rollback(&mut self, mark: (usize, u64)) {
+        while self.undo.len() > mark.0 {
+            match self.undo.pop().expect("undo entry") {
+                Undo::Row(table, key, old) => {
+                    let t = self.tables.entry(table).or_default();
+                    match old {
+                        Some(r) => t.insert(key, r),
+                        None => t.remove(&key),
+                    };
+                }
+                Undo::Version(key, old) => {
+                    match old {
+                        Some(v) => self.versions.insert(key, v),
+                        None => self.versions.remove(&key),
+                    };
+                }
+                Undo::Batch(key) => {
+                    self.batches.remove(&key);
+                }
+            }
+        }
+        self.mutations = mark.1;
+    }
+
+    fn commit(&mut self, mark: (usize, u64)) {
+        self.undo.truncate(mark.0);
+    }
+
+    /// Runs `f` as one transaction.
+    fn tx<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, DbError>) -> Result<T, DbError> {
+        let mark = self.begin();
+        match f(self) {
+            Ok(v) => {
+                self.commit(mark);
+                Ok(v)
+            }
+            Err(e) => {
+                self.rollback(mark);
+                Err(e)
+            }
+        }
+    }
+
+    // ----- rules -----------------------------------------------------------
+
+    /// The version gate: `Ok(None)` to apply, `Ok(Some(effect))` when stale.
+    fn gate(
+        &mut self,
+        user: UserId,
+        t: EntityType,
+        id: &str,
+        version: Option<i64>,
+        is_delete: bool,
+    ) -> Option<Effect> {
+        let v = version?;
+        let key = (user, t, id.to_string());
+        if let Some((held, _)) = self.versions.get(&key).copied() {
+            if held >= v {
+                return Some(Effect {
+                    entity_type: t,
+                    entity_id: id.to_string(),
+                    change: Change::SkippedStale { incoming: v, held },
+                });
+            }
+        }
+        self.set_version(key, (v, is_delete));
+        None
+    }
+
+    fn fk(&self, user: UserId, table: &str, col: &str, parent: &str, row: &Row) -> Result<(), DbError> {
+        if let Some(id) = str_of(row, col) {
+            if self.get(parent, &(user, id.to_string())).is_none() {
+                return Err(DbError::new(
+                    "23503",
+                    format!(
+                        "insert or update on table \"{table}\" violates foreign key constraint: \
+                         {col} = {id} is not present in table \"{parent}\""
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Upserts one entity row (players ... adjustments), constraints checked.
+    fn upsert_row(&mut self, user: UserId, t: EntityType, item: &Value) -> Result<(), DbError> {
+        let table = entity_table(t).expect("entity table");
+        let id = item_id(t.as_str(), item)?;
+        let row = to_row(table, item)?;
+        let owner = if self.bugs.user_id_from_payload {
+            item.get("user_id")
+                .and_then(Value::as_str)
+                .and_then(UserId::parse_uuid)
+                .unwrap_or(user)
+        } else {
+            user
+        };
+        match t {
+            EntityType::Personnel => {
+                let name = str_of(&row, "name").unwrap_or("").to_string();
+                let clash = self.tables.get("personnel").is_some_and(|rows| {
+                    rows.iter().any(|((u, rid), r)| {
+                        *u == owner && *rid != id && str_of(r, "name") == Some(name.as_str())
+                    })
+                });
+                if clash {
+                    return Err(DbError::new(
+                        "23505",
+                        format!("duplicate key value violates unique constraint: personnel name {name:?}"),
+                    ));
+                }
+            }
+            EntityType::PlayerAdjustment => {
+                for (c, p) in [
+                    ("season_id", "seasons"),
+                    ("tournament_id", "tournaments"),
+                    ("team_id", "teams"),
+                ] {
+                    self.fk(owner, table, c, p, &row)?;
+                }
+            }
+            _ => {}
+        }
+        self.put(table, (owner, id), row);
+        Ok(())
+    }
+
+    /// Deletes one entity row with its cascades; whether it existed.
+    fn delete_row(&mut self, user: UserId, t: EntityType, id: &str) -> bool {
+        let table = entity_table(t).expect("entity table");
+        let key = (user, id.to_string());
+        let existed = self.del(table, &key);
+        if !existed {
+            return false;
+        }
+        match t {
+            EntityType::Team => {
+                self.cascade_delete(user, "team_players", "team_id", id);
+                self.set_null(user, &["games", "player_adjustments"], "team_id", id);
+            }
+            EntityType::Season => {
+                self.set_null(user, &["games", "player_adjustments"], "season_id", id)
+            }
+            EntityType::Tournament => {
+                self.set_null(user, &["games", "player_adjustments"], "tournament_id", id)
+            }
+            EntityType::Game => {
+                for child in [
+                    "game_players",
+                    "game_events",
+                    "player_assessments",
+                    "game_tactical_data",
+                ] {
+                    self.cascade_delete(user, child, "game_id", id);
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn matching(&self, user: UserId, table: &str, col: &str, value: &str) -> Vec<RowKey> {
+        self.tables
+            .get(table)
+            .map(|rows| {
+                rows.range((user, String::new())..)
+                    .take_while(|((u, _), _)| *u == user)
+                    .filter(|(_, r)| str_of(r, col) == Some(value))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn cascade_delete(&mut self, user: UserId, table: &str, col: &str, value: &str) {
+        let table = table_static(table);
+        for k in self.matching(user, table, col, value) {
+            self.del(table, &k);
+        }
+    }
+
+    fn set_null(&mut self, user: UserId, tables: &[&str], col: &str, value: &str) {
+        for table in tables {
+            let table = table_static(table);
+            for k in self.matching(user, table, col, value) {
+                let mut row = self.get(table, &k).cloned().expect("matched row");
+                row.insert(col.to_string(), Value::Null);
+                self.put(table, k, row);
+            }
+        }
+    }
+
+    /// `set_team_roster` semantics (shared by the bulk call).
+    fn roster(&mut self, user: UserId, team_id: &str, roster: &[Value]) -> Result<(), DbError> {
+        if self.get("teams", &(user, team_id.to_string())).is_none() {
+            return Err(DbError::new("23503", format!("team {team_id} not found")));
+        }
+        self.cascade_delete(user, "team_players", "team_id", team_id);
+        for item in roster {
+            let mut obj = item.as_object().cloned().ok_or_else(|| {
+                DbError::new("22023", "malformed teamRoster item")
+            })?;
+            let player = obj.get("player_id").and_then(Value::as_str).map(str::to_string);
+            let Some(player) = player else {
+                return Err(DbError::new(
+                    "23502",
+                    "null value in column \"player_id\" of relation \"team_players\" violates not-null constraint",
+                ));
+            };
+            obj.insert("team_id".into(), json!(team_id));
+            obj.insert("id".into(), json!(format!("{team_id}_{player}")));
+            let row = to_row("team_players", &Value::Object(obj))?;
+            let id = format!("{team_id}_{player}");
+            self.put("team_players", (user, id), row);
+        }
+        Ok(())
+    }
+
+    fn auth(user: Option<UserId>) -> Result<UserId, DbError> {
+        user.ok_or_else(|| DbError::new("28000", "Not authenticated"))
+    }
+
+    // ----- RPCs ------------------------------------------------------------
+
+    /// `bulk_sync_entities` (migrations/017_bulk_sync_rpc.sql).
+    pub fn bulk_sync_entities(
+        &mut self,
+        auth: Option<UserId>,
+        p: &BulkSyncPayload,
+    ) -> Result<BulkOutcome, DbError> {
+        let user = Self::auth(auth)?;
+        let total = p.op_count();
+        if total > MAX_BULK_OPS {
+            return Err(DbError::new(
+                "54000",
+                format!("payload too large: {total} operations (max {MAX_BULK_OPS})"),
+            ));
+        }
+        if let Some(b) = &p.batch_id {
+            if let Some(stored) = self.batches.get(&(user, b.clone())) {
+                let mut result = stored.clone();
+                result["replayed"] = json!(true);
+                let effects = payload_entities(p)
+                    .into_iter()
+                    .map(|(t, id)| Effect {
+                        entity_type: t,
+                        entity_id: id,
+                        change: Change::Replayed,
+                    })
+                    .collect();
+                return Ok(BulkOutcome {
+                    result,
+                    replayed: true,
+                    effects,
+                });
+            }
+            if self.bugs.batch_id_outside_tx {
+                // Planted: recorded before (and outside) the transaction.
+                self.batches.insert((user, b.clone()), json!({}));
+            }
+        }
+        let mark = self.begin();
+        let res = self.bulk_apply(user, p);
+        match res {
+            Ok((result, effects)) => {
+                if let Some(b) = &p.batch_id {
+                    let key = (user, b.clone());
+                    self.batches.insert(key.clone(), result.clone());
+                    self.undo.push(Undo::Batch(key));
+                }
+                self.commit(mark);
+                Ok(BulkOutcome {
+                    result,
+                    replayed: false,
+                    effects,
+                })
+            }
+            Err(e) => {
+                if !self.bugs.non_atomic_bulk {
+                    self.rollback(mark);
+                } else {
+                    self.commit(mark);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn bulk_apply(&mut self, user: UserId, p: &BulkSyncPayload) -> Result<(Value, Vec<Effect>), DbError> {
+        let versions: BTreeMap<(EntityType, &str), i64> = p
+            .versions
+            .iter()
+            .map(|EntityVersion { entity_type, id, version }| ((*entity_type, id.as_str()), *version))
+            .collect();
+        let gated = !p.versions.is_empty();
+        let ver = |t: EntityType, id: &str| if gated { versions.get(&(t, id)).copied() } else { None };
+        let mut result = Map::new();
+        let mut effects = Vec::new();
+        let mut skipped = 0i64;
+
+        let upserts: [(EntityType, &Vec<Value>, &str); 5] = [
+            (EntityType::Player, &p.players, "players"),
+            (EntityType::Team, &p.teams, "teams"),
+            (EntityType::Season, &p.seasons, "seasons"),
+            (EntityType::Tournament, &p.tournaments, "tournaments"),
+            (EntityType::Personnel, &p.personnel, "personnel"),
+        ];
+        let deletes: [(EntityType, &Vec<String>, &str); 6] = [
+            (EntityType::PlayerAdjustment, &p.delete_player_adjustment_ids, "player_adjustments"),
+            (EntityType::Personnel, &p.delete_personnel_ids, "personnel"),
+            (EntityType::Tournament, &p.delete_tournament_ids, "tournaments"),
+            (EntityType::Season, &p.delete_season_ids, "seasons"),
+            (EntityType::Team, &p.delete_team_ids, "teams"),
+            (EntityType::Player, &p.delete_player_ids, "players"),
+        ];
+
+        let run_upserts = |this: &mut Self, result: &mut Map<String, Value>, effects: &mut Vec<Effect>, skipped: &mut i64| -> Result<(), DbError> {
+            for (t, items, name) in upserts {
+                if items.is_empty() {
+                    continue;
+                }
+                let mut n = 0;
+                for item in items {
+                    let id = item_id(t.as_str(), item)?;
+                    if let Some(e) = this.gate(user, t, &id, ver(t, &id), false) {
+                        *skipped += 1;
+                        effects.push(e);
+                        continue;
+                    }
+                    this.upsert_row(user, t, item)?;
+                    effects.push(Effect { entity_type: t, entity_id: id, change: Change::Upsert });
+                    n += 1;
+                }
+                result.insert(name.into(), json!(n));
+            }
+            if let Some(s) = &p.settings {
+                let t = EntityType::Settings;
+                if let Some(e) = this.gate(user, t, "app", ver(t, "app"), false) {
+                    *skipped += 1;
+                    effects.push(e);
+                    result.insert("settings".into(), json!(0));
+                } else {
+                    let row = to_row("user_settings", &json!({ "settings": s }))?;
+                    this.put("user_settings", (user, String::new()), row);
+                    effects.push(Effect { entity_type: t, entity_id: "app".into(), change: Change::Upsert });
+                    result.insert("settings".into(), json!(1));
+                }
+            }
+            if let Some(w) = &p.warmup_plan {
+                let t = EntityType::WarmupPlan;
+                if let Some(e) = this.gate(user, t, "default", ver(t, "default"), false) {
+                    *skipped += 1;
+                    effects.push(e);
+                    result.insert("warmup_plan".into(), json!(0));
+                } else {
+                    let row = to_row("warmup_plans", &json!({ "id": "default", "plan": w }))?;
+                    this.put("warmup_plans", (user, String::new()), row);
+                    effects.push(Effect { entity_type: t, entity_id: "default".into(), change: Change::Upsert });
+                    result.insert("warmup_plan".into(), json!(1));
+                }
+            }
+            if !p.team_rosters.is_empty() {
+                let mut n = 0;
+                for r in &p.team_rosters {
+                    let t = EntityType::TeamRoster;
+                    if let Some(e) = this.gate(user, t, &r.team_id, ver(t, &r.team_id), false) {
+                        *skipped += 1;
+                        effects.push(e);
+                        continue;
+                    }
+                    this.roster(user, &r.team_id, &r.roster)?;
+                    effects.push(Effect { entity_type: t, entity_id: r.team_id.clone(), change: Change::Upsert });
+                    n += 1;
+                }
+                result.insert("team_rosters".into(), json!(n));
+            }
+            if !p.player_adjustments.is_empty() {
+                let t = EntityType::PlayerAdjustment;
+                let mut n = 0;
+                for item in &p.player_adjustments {
+                    let id = item_id(t.as_str(), item)?;
+                    if let Some(e) = this.gate(user, t, &id, ver(t, &id), false) {
+                        *skipped += 1;
+                        effects.push(e);
+                        continue;
+                    }
+                    this.upsert_row(user, t, item)?;
+                    effects.push(Effect { entity_type: t, entity_id: id, change: Change::Upsert });
+                    n += 1;
+                }
+                result.insert("player_adjustments".into(), json!(n));
+            }
+            Ok(())
+        };
+        let run_deletes = |this: &mut Self, result: &mut Map<String, Value>, effects: &mut Vec<Effect>, skipped: &mut i64| {
+            for (t, ids, name) in deletes {
+                if t == EntityType::Personnel && p.delete_warmup_plan {
+                    // The warmup plan's delete runs between adjustments and
+                    // personnel (children before parents; it has none).
+                    let wt = EntityType::WarmupPlan;
+                    if let Some(e) = this.gate(user, wt, "default", ver(wt, "default"), true) {
+                        *skipped += 1;
+                        effects.push(e);
+                        result.insert("deleted_warmup_plan".into(), json!(0));
+                    } else {
+                        let existed = this.del("warmup_plans", &(user, String::new()));
+                        effects.push(Effect { entity_type: wt, entity_id: "default".into(), change: Change::Delete { existed } });
+                        result.insert("deleted_warmup_plan".into(), json!(i64::from(existed)));
+                    }
+                }
+                if ids.is_empty() {
+                    continue;
+                }
+                let mut n = 0;
+                for id in ids.iter() {
+                    if let Some(e) = this.gate(user, t, id, ver(t, id), true) {
+                        *skipped += 1;
+                        effects.push(e);
+                        continue;
+                    }
+                    let existed = this.delete_row(user, t, id);
+                    n += i64::from(existed);
+                    effects.push(Effect { entity_type: t, entity_id: id.clone(), change: Change::Delete { existed } });
+                }
+                result.insert(format!("deleted_{name}"), json!(n));
+            }
+        };
+        if self.bugs.deletes_before_upserts {
+            run_deletes(self, &mut result, &mut effects, &mut skipped);
+            run_upserts(self, &mut result, &mut effects, &mut skipped)?;
+        } else {
+            run_upserts(self, &mut result, &mut effects, &mut skipped)?;
+            run_deletes(self, &mut result, &mut effects, &mut skipped);
+        }
+        if gated {
+            result.insert("skipped_stale".into(), json!(skipped));
+        }
+        Ok((Value::Object(result), effects))
+    }
+
+    /// `save_game_with_relations`.
+    pub fn save_game_with_relations(
+        &mut self,
+        auth: Option<UserId>,
+        g: &GameSave,
+    ) -> Result<GameOutcome, DbError> {
+        let user = Self::auth(auth)?;
+        let id = item_id("game", &g.game)?;
+        self.tx(|this| {
+            let key = (user, id.clone());
+            let current = this
+                .get("games", &key)
+                .and_then(|r| r.get("version"))
+                .and_then(Value::as_i64);
+            if let Some(e) = this.gate(user, EntityType::Game, &id, g.sync_version, false) {
+                return Ok(GameOutcome {
+                    version: current.unwrap_or(0),
+                    effects: vec![e],
+                });
+            }
+            if let (Some(expected), Some(cur)) = (g.expected_version, current) {
+                if expected != cur {
+                    return Err(DbError::new(
+                        "40001",
+                        format!("version conflict: expected {expected}, server has {cur}"),
+                    ));
+                }
+            }
+            let mut effects = Vec::new();
+            let mut item = g.game.as_object().cloned().unwrap_or_default();
+            for (col, parent) in [
+                ("season_id", "seasons"),
+                ("tournament_id", "tournaments"),
+                ("team_id", "teams"),
+            ] {
+                let link = item.get(col).and_then(Value::as_str).map(str::to_string);
+                if let Some(pid) = link {
+                    if this.get(parent, &(user, pid)).is_none() {
+                        item.insert(col.into(), Value::Null);
+                        effects.push(Effect {
+                            entity_type: EntityType::Game,
+                            entity_id: id.clone(),
+                            change: Change::LinkNulled { column: col.into() },
+                        });
+                    }
+                }
+            }
+            let version = current.unwrap_or(0) + 1;
+            item.insert("version".into(), json!(version));
+            let row = to_row("games", &Value::Object(item))?;
+            this.put("games", key, row);
+            for child in ["game_players", "game_events", "player_assessments"] {
+                this.cascade_delete(user, child, "game_id", &id);
+            }
+            for (table, items) in [
+                ("game_players", &g.players),
+                ("game_events", &g.events),
+                ("player_assessments", &g.assessments),
+            ] {
+                for it in items {
+                    let mut obj = it
+                        .as_object()
+                        .cloned()
+                        .ok_or_else(|| DbError::new("22023", format!("malformed {table} item")))?;
+                    obj.insert("game_id".into(), json!(id));
+                    let child_id = item_id(table, &Value::Object(obj.clone()))?;
+                    let row = to_row(table, &Value::Object(obj))?;
+                    if table == "game_events" {
+                        let order = row.get("order_index").cloned();
+                        let clash = this.matching(user, "game_events", "game_id", &id).iter().any(|k| {
+                            k.1 != child_id
+                                && this.get("game_events", k).and_then(|r| r.get("order_index")).cloned()
+                                    == order
+                        });
+                        if clash {
+                            return Err(DbError::new(
+                                "23505",
+                                "duplicate key value violates unique constraint: game_events order_index",
+                            ));
+                        }
+                    }
+                    this.put(table_static(table), (user, child_id), row);
+                }
+            }
+            match &g.tactical {
+                Some(t) => {
+                    let row = to_row("game_tactical_data", &json!({"game_id": id, "data": t}))?;
+                    this.put("game_tactical_data", (user, id.clone()), row);
+                }
+                None => {
+                    this.del("game_tactical_data", &(user, id.clone()));
+                }
+            }
+            effects.insert(
+                0,
+                Effect {
+                    entity_type: EntityType::Game,
+                    entity_id: id.clone(),
+                    change: Change::Upsert,
+                },
+            );
+            Ok(GameOutcome { version, effects })
+        })
+    }
+
+    /// `set_team_roster`.
+    pub fn set_team_roster(
+        &mut self,
+        auth: Option<UserId>,
+        team_id: &str,
+        roster: &[Value],
+        version: Option<i64>,
+    ) -> Result<Vec<Effect>, DbError> {
+        let user = Self::auth(auth)?;
+        self.tx(|this| {
+            if this.get("teams", &(user, team_id.to_string())).is_none() {
+                return Err(DbError::new("23503", format!("team {team_id} not found")));
+            }
+            if let Some(e) = this.gate(user, EntityType::TeamRoster, team_id, version, false) {
+                return Ok(vec![e]);
+            }
+            this.roster(user, team_id, roster)?;
+            Ok(vec![Effect {
+                entity_type: EntityType::TeamRoster,
+                entity_id: team_id.to_string(),
+                change: Change::Upsert,
+            }])
+        })
+    }
+
+    /// Per-entity upsert (today's engine).
+    pub fn upsert_entity(
+        &mut self,
+        auth: Option<UserId>,
+        t: EntityType,
+        data: &Value,
+        version: Option<i64>,
+    ) -> Result<Vec<Effect>, DbError> {
+        let user = Self::auth(auth)?;
+        self.tx(|this| {
+            let (id, apply): (String, Box<dyn FnOnce(&mut Self) -> Result<(), DbError>>) = match t {
+                EntityType::Settings => ("app".into(), Box::new(|this: &mut Self| {
+                    let row = to_row("user_settings", &json!({ "settings": data }))?;
+                    this.put("user_settings", (user, String::new()), row);
+                    Ok(())
+                })),
+                EntityType::WarmupPlan => ("default".into(), Box::new(|this: &mut Self| {
+                    let row = to_row("warmup_plans", &json!({ "id": "default", "plan": data }))?;
+                    this.put("warmup_plans", (user, String::new()), row);
+                    Ok(())
+                })),
+                EntityType::Game | EntityType::TeamRoster => {
+                    return Err(DbError::new("22023", format!("upsert_entity does not take {t}")))
+                }
+                _ => (item_id(t.as_str(), data)?, Box::new(move |this: &mut Self| this.upsert_row(user, t, data))),
+            };
+            if let Some(e) = this.gate(user, t, &id, version, false) {
+                return Ok(vec![e]);
+            }
+            apply(this)?;
+            Ok(vec![Effect { entity_type: t, entity_id: id, change: Change::Upsert }])
+        })
+    }
+
+    /// Per-entity delete (today's engine; games too).
+    pub fn delete_entity(
+        &mut self,
+        auth: Option<UserId>,
+        t: EntityType,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Vec<Effect>, DbError> {
+        let user = Self::auth(auth)?;
+        self.tx(|this| {
+            match t {
+                EntityType::Settings | EntityType::TeamRoster => {
+                    return Err(DbError::new("22023", format!("delete_entity does not take {t}")))
+                }
+                _ => {}
+            }
+            if let Some(e) = this.gate(user, t, id, version, true) {
+                return Ok(vec![e]);
+            }
+            let existed = if t == EntityType::WarmupPlan {
+                this.del("warmup_plans", &(user, String::new()))
+            } else {
+                this.delete_row(user, t, id)
+            };
+            Ok(vec![Effect {
+                entity_type: t,
+                entity_id: id.to_string(),
+                change: Change::Delete { existed },
+            }])
+        })
+    }
+
+    // ----- reads -----------------------------------------------------------
+
+    /// Every table's rows for one user, ordered by key: each row a JSON
+    /// object of its data columns (the shape of a PostgreSQL dump without
+    /// user_id and timestamps). Empty tables are included.
+    pub fn rows(&self, user: &UserId) -> BTreeMap<String, Vec<Value>> {
+        let mut out = BTreeMap::new();
+        for (name, _, _) in TABLES {
+            let rows = self
+                .tables
+                .get(name)
+                .map(|t| {
+                    t.range((*user, String::new())..)
+                        .take_while(|((u, _), _)| u == user)
+                        .map(|(_, r)| Value::Object(r.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.insert(name.to_string(), rows);
+        }
+        out
+    }
+
+    /// The version gate's record of one entity: (version, deleted).
+    pub fn entity_version(&self, user: UserId, t: EntityType, id: &str) -> Option<(i64, bool)> {
+        self.versions.get(&(user, t, id.to_string())).copied()
+    }
+
+    /// Users with any row.
+    pub fn users(&self) -> Vec<UserId> {
+        let mut v: Vec<UserId> = self
+            .tables
+            .values()
+            .flat_map(|t| t.keys().map(|(u, _)| *u))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Total rows, for metrics.
+    pub fn row_count(&self) -> usize {
+        self.tables.values().map(BTreeMap::len).sum()
+    }
+
+    /// The key column of a table (documentation and dumps).
+    pub fn key_column(table: &str) -> &'static str {
+        key_col(table)
+    }
+}
+
+/// Every entity a payload names (for replay effects).
+fn payload_entities(p: &BulkSyncPayload) -> Vec<(EntityType, String)> {
+    let mut v = Vec::new();
+    let ids = |items: &Vec<Value>| -> Vec<String> {
+        items
+            .iter()
+            .filter_map(|i| i.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    };
+    for (t, items) in [
+        (EntityType::Player, &p.players),
+        (EntityType::Team, &p.teams),
+        (EntityType::Season, &p.seasons),
+        (EntityType::Tournament, &p.tournaments),
+        (EntityType::Personnel, &p.personnel),
+        (EntityType::PlayerAdjustment, &p.player_adjustments),
+    ] {
+        v.extend(ids(items).into_iter().map(|id| (t, id)));
+    }
+    if p.settings.is_some() {
+        v.push((EntityType::Settings, "app".into()));
+    }
+    if p.warmup_plan.is_some() || p.delete_warmup_plan {
+        v.push((EntityType::WarmupPlan, "default".into()));
+    }
+    v.extend(p.team_rosters.iter().map(|r| (EntityType::TeamRoster, r.team_id.clone())));
+    for (t, ids) in [
+        (EntityType::Player, &p.delete_player_ids),
+        (EntityType::Team, &p.delete_team_ids),
+        (EntityType::Season, &p.delete_season_ids),
+        (EntityType::Tournament, &p.delete_tournament_ids),
+        (EntityType::Personnel, &p.delete_personnel_ids),
+        (EntityType::PlayerAdjustment, &p.delete_player_adjustment_ids),
+    ] {
+        v.extend(ids.iter().map(|id| (t, id.clone())));
+    }
+    v
 }

@@ -191,12 +191,18 @@ pub fn expected(local: &LocalEntity) -> Option<Value> {
     }
 }
 
-/// What one server effect did, for the checkers. (Adapter over the model's
-/// effect type.)
+/// What one server effect did, for the checkers.
 pub fn effect_view(e: &crate::server::Effect) -> (EntityType, String, crate::checker::EffectKind) {
-    (
-        e.entity_type,
-        e.entity_id.clone(),
-        crate::checker::EffectKind::Replayed,
-    )
+    use crate::checker::EffectKind;
+    use crate::server::Change;
+    let kind = match &e.change {
+        Change::Upsert => EffectKind::Applied { delete: false },
+        Change::Delete { .. } => EffectKind::Applied { delete: true },
+        Change::SkippedStale { .. } => EffectKind::Stale,
+        Change::Replayed => EffectKind::Replayed,
+        Change::LinkNulled { column } => EffectKind::LinkNulled {
+            column: column.clone(),
+        },
+    };
+    (e.entity_type, e.entity_id.clone(), kind)
 }

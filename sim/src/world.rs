@@ -503,7 +503,7 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
             },
         );
     }
-    let Some(auth) = call.auth.clone() else {
+    let Some(auth) = call.auth else {
         return reject(
             shared,
             RemoteError::Auth {
@@ -523,9 +523,13 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
         );
     }
     sleep(Duration::from_millis(work_ms as u64)).await;
-    let applied = {
+    let (applied, partial) = {
         let mut server = shared.server.lock().expect("server");
-        apply(&mut server, &auth, &call.request)
+        let before = server.mutations();
+        let applied = apply(&mut server, &auth, &call.request);
+        // A rejected call must leave no trace (all or nothing).
+        let partial = applied.is_err() && server.mutations() != before;
+        (applied, partial)
     };
     let reply = match applied {
         Ok((reply, effects)) => {
@@ -537,6 +541,19 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
                 result: ServerResult::Committed { effects },
             });
             Ok(reply)
+        }
+        Err(db) if partial => {
+            let e = RemoteError::database(&db.sqlstate, db.message);
+            shared.record(Event::Server {
+                t_ms: shared.now_ms(),
+                user: call.user,
+                req_id: call.req_id,
+                call: name,
+                result: ServerResult::Rejected {
+                    error: format!("{e} (partial write: the server changed anyway)"),
+                },
+            });
+            Err(e)
         }
         Err(db) => reject(shared, RemoteError::database(&db.sqlstate, db.message)),
     };
@@ -554,7 +571,7 @@ fn apply(
     auth: &UserId,
     req: &ServerRequest,
 ) -> Result<(Reply, Vec<crate::server::Effect>), DbError> {
-    let auth = Some(auth.clone());
+    let auth = Some(*auth);
     match req {
         ServerRequest::Bulk(p) => {
             let out = server.bulk_sync_entities(auth, p)?;

@@ -504,9 +504,26 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         if h.batch_id {
             let unresolved = self.q().unresolved_batch(now)?;
             if let Some((batch_id, ops)) = unresolved {
-                info!(batch_id = %batch_id, ops = ops.len(), "re-sending unresolved batch");
-                let sent = self.send_bulk(ops, Some(batch_id)).await?;
-                return Ok(sent);
+                // Dropping operations from an unresolved batch is safe (if
+                // it committed, a dropped one is sent again later and the
+                // version gate skips it); adding would not be. A child
+                // whose parent has since gained a newer queued edit (that
+                // left the batch when it merged) waits for it.
+                let kept = if h.parents_first {
+                    self.without_orphans(ops.clone())?
+                } else {
+                    ops.clone()
+                };
+                let dropped: Vec<String> = ops
+                    .iter()
+                    .filter(|o| !kept.iter().any(|k| k.id == o.id))
+                    .map(|o| o.id.clone())
+                    .collect();
+                self.q().clear_batch_id(&dropped)?;
+                if !kept.is_empty() {
+                    info!(batch_id = %batch_id, ops = kept.len(), "re-sending unresolved batch");
+                    return self.send_bulk(kept, Some(batch_id)).await;
+                }
             }
         }
 
@@ -600,7 +617,19 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         batch_id: Option<String>,
     ) -> Result<Sent, EngineError> {
         let h = self.config.hardening;
-        // Work list of groups to send; bisection pushes halves.
+        let mut ops = ops;
+        // Canonical order: upserts parents first, then deletes children
+        // first. Bisection then splits parents to the left, and the left
+        // half (with all its own halves) is sent before the right one, so a
+        // child never travels before its parent's half has committed.
+        ops.sort_by_key(|o| {
+            if o.kind.is_delete() {
+                (1u8, 255 - o.entity_type.priority())
+            } else {
+                (0u8, o.entity_type.priority())
+            }
+        });
+        // Work list of groups to send (a stack: left halves first).
         let mut work: Vec<(Vec<SyncOperation>, Option<String>)> = vec![(ops, batch_id)];
         let mut outcome = Sent::Ok;
         let mut budget = 2 * work[0].0.len() + 1;
@@ -615,15 +644,24 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             if !self.host.is_online() {
                 return Ok(Sent::Stop);
             }
+            let ids: Vec<String> = group.iter().map(|o| o.id.clone()).collect();
+            let now = self.host.now_ms();
+            self.q()
+                .mark_batch_syncing(&ids, now, batch_id.as_deref())?;
+            // Build the payload from what is now marked syncing, not from
+            // the copies fetched earlier: while earlier halves were in
+            // flight a new edit may have merged into a pending operation
+            // (the app's "lost update between fetch and mark syncing").
+            let group = self.reload_syncing(&ids)?;
+            if group.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = group.iter().map(|o| o.id.clone()).collect();
             let mut payload = BulkSyncPayload::default();
             for op in &group {
                 payload.push(op, h.versions);
             }
             payload.batch_id = batch_id.clone();
-            let ids: Vec<String> = group.iter().map(|o| o.id.clone()).collect();
-            let now = self.host.now_ms();
-            self.q()
-                .mark_batch_syncing(&ids, now, batch_id.as_deref())?;
             let ctx = self.ctx(&group);
             self.stats.requests += 1;
             self.stats.bulk_requests += 1;
@@ -682,6 +720,21 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             }
         }
         Ok(outcome)
+    }
+
+    /// The operations among `ids` that are `syncing` now, fresh from the
+    /// queue, in the given order.
+    fn reload_syncing(&self, ids: &[String]) -> Result<Vec<SyncOperation>, EngineError> {
+        let q = self.q();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(op) = q.get(id)? {
+                if op.status == crate::model::OpStatus::Syncing {
+                    out.push(op);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn ctx(&self, ops: &[SyncOperation]) -> RequestCtx {

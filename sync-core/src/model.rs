@@ -362,7 +362,8 @@ pub enum MergePolicy {
     PendingOnly,
     /// The app's later fix (hardened): also merge into `failed` operations
     /// (which revives them as pending), so at most one non-syncing operation
-    /// exists per entity.
+    /// exists per entity. And a create that was already sent once is never
+    /// cancelled by a delete (it may have committed): it becomes a delete.
     PendingOrFailed,
 }
 

@@ -327,10 +327,10 @@ impl SyncQueue {
         };
         // The newest mergeable operation of this entity (at most one exists
         // under PendingOrFailed; under PendingOnly the newest pending one).
-        let existing: Option<(String, String)> = tx
+        let existing: Option<(String, String, bool)> = tx
             .query_row(
                 &format!(
-                    "SELECT id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
+                    "SELECT id, kind, last_attempt_ms IS NOT NULL FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
                      AND status IN ({}) ORDER BY seq DESC LIMIT 1",
                     statuses
                         .iter()
@@ -339,7 +339,7 @@ impl SyncQueue {
                         .join(",")
                 ),
                 rusqlite::params![op.entity_type.as_str(), op.entity_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(sql("find mergeable"))?;
@@ -367,14 +367,22 @@ impl SyncQueue {
             .map_err(sql("insert op"))?;
             Ok(())
         };
-        let Some((old_id, old_kind)) = existing else {
+        let Some((old_id, old_kind, attempted)) = existing else {
             insert(tx, op_id)?;
             return Ok(EnqueueOutcome::Inserted {
                 op_id: op_id.to_string(),
             });
         };
         let old_kind = OpKind::parse(&old_kind).unwrap_or(OpKind::Update);
-        match merge_kinds(old_kind, op.kind) {
+        let mut outcome = merge_kinds(old_kind, op.kind);
+        if outcome == MergeOutcome::RemoveBoth && attempted && policy == MergePolicy::PendingOrFailed
+        {
+            // Hardened: a create that was already sent may have committed
+            // (an abort hides the outcome); cancelling it locally would
+            // leave the entity on the server. Send the delete instead.
+            outcome = MergeOutcome::Merge(OpKind::Delete);
+        }
+        match outcome {
             MergeOutcome::Merge(kind) => {
                 // Keeps id and created-at; new data, version and timestamp
                 // (back of the queue); ready at once; a revived failed or
