@@ -82,13 +82,20 @@ impl fmt::Display for DbError {
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     Upsert,
-    Delete { existed: bool },
+    Delete {
+        existed: bool,
+    },
     /// The version gate ignored the write.
-    SkippedStale { incoming: i64, held: i64 },
+    SkippedStale {
+        incoming: i64,
+        held: i64,
+    },
     /// A batch-id replay: answered from the record, nothing applied.
     Replayed,
     /// A game's link to a missing parent was set to NULL.
-    LinkNulled { column: String },
+    LinkNulled {
+        column: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,7 +206,11 @@ const PLAYERS: &[Col] = &[
     with_default(req("is_goalie", Ty::Bool), falsy),
     col("notes", Ty::Text),
 ];
-const TEAMS: &[Col] = &[req("id", Ty::Text), req("name", Ty::Text), col("color", Ty::Text)];
+const TEAMS: &[Col] = &[
+    req("id", Ty::Text),
+    req("name", Ty::Text),
+    col("color", Ty::Text),
+];
 const SEASONS: &[Col] = &[
     req("id", Ty::Text),
     req("name", Ty::Text),
@@ -210,7 +221,11 @@ const TOURNAMENTS: &[Col] = &[
     req("name", Ty::Text),
     col("level", Ty::Text),
 ];
-const PERSONNEL: &[Col] = &[req("id", Ty::Text), req("name", Ty::Text), col("role", Ty::Text)];
+const PERSONNEL: &[Col] = &[
+    req("id", Ty::Text),
+    req("name", Ty::Text),
+    col("role", Ty::Text),
+];
 const TEAM_PLAYERS: &[Col] = &[
     req("id", Ty::Text),
     req("team_id", Ty::Text),
@@ -218,7 +233,10 @@ const TEAM_PLAYERS: &[Col] = &[
     col("name", Ty::Text),
     col("jersey_number", Ty::Int),
 ];
-const WARMUP_PLANS: &[Col] = &[with_default(req("id", Ty::Text), default_id), req("plan", Ty::Jsonb)];
+const WARMUP_PLANS: &[Col] = &[
+    with_default(req("id", Ty::Text), default_id),
+    req("plan", Ty::Jsonb),
+];
 const USER_SETTINGS: &[Col] = &[req("settings", Ty::Jsonb)];
 const ADJUSTMENTS: &[Col] = &[
     req("id", Ty::Text),
@@ -226,7 +244,10 @@ const ADJUSTMENTS: &[Col] = &[
     col("season_id", Ty::Text),
     col("tournament_id", Ty::Text),
     col("team_id", Ty::Text),
-    with_check(with_default(req("games_played", Ty::Int), zero), non_negative),
+    with_check(
+        with_default(req("games_played", Ty::Int), zero),
+        non_negative,
+    ),
     with_check(with_default(req("goals", Ty::Int), zero), non_negative),
 ];
 const GAMES: &[Col] = &[
@@ -251,7 +272,10 @@ const GAME_EVENTS: &[Col] = &[
     req("game_id", Ty::Text),
     req("order_index", Ty::Int),
     req("event_type", Ty::Text),
-    with_check(with_default(req("time_seconds", Ty::Int), zero), non_negative),
+    with_check(
+        with_default(req("time_seconds", Ty::Int), zero),
+        non_negative,
+    ),
 ];
 const ASSESSMENTS: &[Col] = &[
     req("id", Ty::Text),
@@ -320,7 +344,10 @@ pub struct ServerModel {
 impl fmt::Debug for ServerModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerModel")
-            .field("rows", &self.tables.values().map(BTreeMap::len).sum::<usize>())
+            .field(
+                "rows",
+                &self.tables.values().map(BTreeMap::len).sum::<usize>(),
+            )
             .field("mutations", &self.mutations)
             .finish()
     }
@@ -353,7 +380,10 @@ fn convert(c: &Col, v: &Value) -> Result<Value, DbError> {
     let bad = |what: &str| {
         DbError::new(
             "22P02",
-            format!("invalid input syntax for type {what}: {v} (column {})", c.name),
+            format!(
+                "invalid input syntax for type {what}: {v} (column {})",
+                c.name
+            ),
         )
     };
     Ok(match (c.ty, v) {
@@ -391,14 +421,20 @@ fn convert(c: &Col, v: &Value) -> Result<Value, DbError> {
             } else {
                 return Err(DbError::new(
                     "22007",
-                    format!("invalid input syntax for type date: {s:?} (column {})", c.name),
+                    format!(
+                        "invalid input syntax for type date: {s:?} (column {})",
+                        c.name
+                    ),
                 ));
             }
         }
         (Ty::Date, _) => {
             return Err(DbError::new(
                 "22007",
-                format!("invalid input syntax for type date: {v} (column {})", c.name),
+                format!(
+                    "invalid input syntax for type date: {v} (column {})",
+                    c.name
+                ),
             ))
         }
     })
@@ -408,7 +444,10 @@ fn int4(c: &Col, i: i64) -> Result<Value, DbError> {
     if i32::try_from(i).is_err() {
         return Err(DbError::new(
             "22003",
-            format!("value {i} is out of range for type integer (column {})", c.name),
+            format!(
+                "value {i} is out of range for type integer (column {})",
+                c.name
+            ),
         ));
     }
     Ok(json!(i))
@@ -607,7 +646,14 @@ impl ServerModel {
         None
     }
 
-    fn fk(&self, user: UserId, table: &str, col: &str, parent: &str, row: &Row) -> Result<(), DbError> {
+    fn fk(
+        &self,
+        user: UserId,
+        table: &str,
+        col: &str,
+        parent: &str,
+        row: &Row,
+    ) -> Result<(), DbError> {
         if let Some(id) = str_of(row, col) {
             if self.get(parent, &(user, id.to_string())).is_none() {
                 return Err(DbError::new(
@@ -737,10 +783,14 @@ impl ServerModel {
         }
         self.cascade_delete(user, "team_players", "team_id", team_id);
         for item in roster {
-            let mut obj = item.as_object().cloned().ok_or_else(|| {
-                DbError::new("22023", "malformed teamRoster item")
-            })?;
-            let player = obj.get("player_id").and_then(Value::as_str).map(str::to_string);
+            let mut obj = item
+                .as_object()
+                .cloned()
+                .ok_or_else(|| DbError::new("22023", "malformed teamRoster item"))?;
+            let player = obj
+                .get("player_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let Some(player) = player else {
                 return Err(DbError::new(
                     "23502",
@@ -826,14 +876,30 @@ impl ServerModel {
         }
     }
 
-    fn bulk_apply(&mut self, user: UserId, p: &BulkSyncPayload) -> Result<(Value, Vec<Effect>), DbError> {
+    fn bulk_apply(
+        &mut self,
+        user: UserId,
+        p: &BulkSyncPayload,
+    ) -> Result<(Value, Vec<Effect>), DbError> {
         let versions: BTreeMap<(EntityType, &str), i64> = p
             .versions
             .iter()
-            .map(|EntityVersion { entity_type, id, version }| ((*entity_type, id.as_str()), *version))
+            .map(
+                |EntityVersion {
+                     entity_type,
+                     id,
+                     version,
+                 }| ((*entity_type, id.as_str()), *version),
+            )
             .collect();
         let gated = !p.versions.is_empty();
-        let ver = |t: EntityType, id: &str| if gated { versions.get(&(t, id)).copied() } else { None };
+        let ver = |t: EntityType, id: &str| {
+            if gated {
+                versions.get(&(t, id)).copied()
+            } else {
+                None
+            }
+        };
         let mut result = Map::new();
         let mut effects = Vec::new();
         let mut skipped = 0i64;
@@ -846,15 +912,27 @@ impl ServerModel {
             (EntityType::Personnel, &p.personnel, "personnel"),
         ];
         let deletes: [(EntityType, &Vec<String>, &str); 6] = [
-            (EntityType::PlayerAdjustment, &p.delete_player_adjustment_ids, "player_adjustments"),
+            (
+                EntityType::PlayerAdjustment,
+                &p.delete_player_adjustment_ids,
+                "player_adjustments",
+            ),
             (EntityType::Personnel, &p.delete_personnel_ids, "personnel"),
-            (EntityType::Tournament, &p.delete_tournament_ids, "tournaments"),
+            (
+                EntityType::Tournament,
+                &p.delete_tournament_ids,
+                "tournaments",
+            ),
             (EntityType::Season, &p.delete_season_ids, "seasons"),
             (EntityType::Team, &p.delete_team_ids, "teams"),
             (EntityType::Player, &p.delete_player_ids, "players"),
         ];
 
-        let run_upserts = |this: &mut Self, result: &mut Map<String, Value>, effects: &mut Vec<Effect>, skipped: &mut i64| -> Result<(), DbError> {
+        let run_upserts = |this: &mut Self,
+                           result: &mut Map<String, Value>,
+                           effects: &mut Vec<Effect>,
+                           skipped: &mut i64|
+         -> Result<(), DbError> {
             for (t, items, name) in upserts {
                 if items.is_empty() {
                     continue;
@@ -868,7 +946,11 @@ impl ServerModel {
                         continue;
                     }
                     this.upsert_row(user, t, item)?;
-                    effects.push(Effect { entity_type: t, entity_id: id, change: Change::Upsert });
+                    effects.push(Effect {
+                        entity_type: t,
+                        entity_id: id,
+                        change: Change::Upsert,
+                    });
                     n += 1;
                 }
                 result.insert(name.into(), json!(n));
@@ -882,7 +964,11 @@ impl ServerModel {
                 } else {
                     let row = to_row("user_settings", &json!({ "settings": s }))?;
                     this.put("user_settings", (user, String::new()), row);
-                    effects.push(Effect { entity_type: t, entity_id: "app".into(), change: Change::Upsert });
+                    effects.push(Effect {
+                        entity_type: t,
+                        entity_id: "app".into(),
+                        change: Change::Upsert,
+                    });
                     result.insert("settings".into(), json!(1));
                 }
             }
@@ -895,7 +981,11 @@ impl ServerModel {
                 } else {
                     let row = to_row("warmup_plans", &json!({ "id": "default", "plan": w }))?;
                     this.put("warmup_plans", (user, String::new()), row);
-                    effects.push(Effect { entity_type: t, entity_id: "default".into(), change: Change::Upsert });
+                    effects.push(Effect {
+                        entity_type: t,
+                        entity_id: "default".into(),
+                        change: Change::Upsert,
+                    });
                     result.insert("warmup_plan".into(), json!(1));
                 }
             }
@@ -909,7 +999,11 @@ impl ServerModel {
                         continue;
                     }
                     this.roster(user, &r.team_id, &r.roster)?;
-                    effects.push(Effect { entity_type: t, entity_id: r.team_id.clone(), change: Change::Upsert });
+                    effects.push(Effect {
+                        entity_type: t,
+                        entity_id: r.team_id.clone(),
+                        change: Change::Upsert,
+                    });
                     n += 1;
                 }
                 result.insert("team_rosters".into(), json!(n));
@@ -925,14 +1019,21 @@ impl ServerModel {
                         continue;
                     }
                     this.upsert_row(user, t, item)?;
-                    effects.push(Effect { entity_type: t, entity_id: id, change: Change::Upsert });
+                    effects.push(Effect {
+                        entity_type: t,
+                        entity_id: id,
+                        change: Change::Upsert,
+                    });
                     n += 1;
                 }
                 result.insert("player_adjustments".into(), json!(n));
             }
             Ok(())
         };
-        let run_deletes = |this: &mut Self, result: &mut Map<String, Value>, effects: &mut Vec<Effect>, skipped: &mut i64| {
+        let run_deletes = |this: &mut Self,
+                           result: &mut Map<String, Value>,
+                           effects: &mut Vec<Effect>,
+                           skipped: &mut i64| {
             for (t, ids, name) in deletes {
                 if t == EntityType::Personnel && p.delete_warmup_plan {
                     // The warmup plan's delete runs between adjustments and
@@ -944,7 +1045,11 @@ impl ServerModel {
                         result.insert("deleted_warmup_plan".into(), json!(0));
                     } else {
                         let existed = this.del("warmup_plans", &(user, String::new()));
-                        effects.push(Effect { entity_type: wt, entity_id: "default".into(), change: Change::Delete { existed } });
+                        effects.push(Effect {
+                            entity_type: wt,
+                            entity_id: "default".into(),
+                            change: Change::Delete { existed },
+                        });
                         result.insert("deleted_warmup_plan".into(), json!(i64::from(existed)));
                     }
                 }
@@ -960,7 +1065,11 @@ impl ServerModel {
                     }
                     let existed = this.delete_row(user, t, id);
                     n += i64::from(existed);
-                    effects.push(Effect { entity_type: t, entity_id: id.clone(), change: Change::Delete { existed } });
+                    effects.push(Effect {
+                        entity_type: t,
+                        entity_id: id.clone(),
+                        change: Change::Delete { existed },
+                    });
                 }
                 result.insert(format!("deleted_{name}"), json!(n));
             }
@@ -1119,26 +1228,43 @@ impl ServerModel {
         let user = Self::auth(auth)?;
         self.tx(|this| {
             let (id, apply): (String, Box<dyn FnOnce(&mut Self) -> Result<(), DbError>>) = match t {
-                EntityType::Settings => ("app".into(), Box::new(|this: &mut Self| {
-                    let row = to_row("user_settings", &json!({ "settings": data }))?;
-                    this.put("user_settings", (user, String::new()), row);
-                    Ok(())
-                })),
-                EntityType::WarmupPlan => ("default".into(), Box::new(|this: &mut Self| {
-                    let row = to_row("warmup_plans", &json!({ "id": "default", "plan": data }))?;
-                    this.put("warmup_plans", (user, String::new()), row);
-                    Ok(())
-                })),
+                EntityType::Settings => (
+                    "app".into(),
+                    Box::new(|this: &mut Self| {
+                        let row = to_row("user_settings", &json!({ "settings": data }))?;
+                        this.put("user_settings", (user, String::new()), row);
+                        Ok(())
+                    }),
+                ),
+                EntityType::WarmupPlan => (
+                    "default".into(),
+                    Box::new(|this: &mut Self| {
+                        let row =
+                            to_row("warmup_plans", &json!({ "id": "default", "plan": data }))?;
+                        this.put("warmup_plans", (user, String::new()), row);
+                        Ok(())
+                    }),
+                ),
                 EntityType::Game | EntityType::TeamRoster => {
-                    return Err(DbError::new("22023", format!("upsert_entity does not take {t}")))
+                    return Err(DbError::new(
+                        "22023",
+                        format!("upsert_entity does not take {t}"),
+                    ))
                 }
-                _ => (item_id(t.as_str(), data)?, Box::new(move |this: &mut Self| this.upsert_row(user, t, data))),
+                _ => (
+                    item_id(t.as_str(), data)?,
+                    Box::new(move |this: &mut Self| this.upsert_row(user, t, data)),
+                ),
             };
             if let Some(e) = this.gate(user, t, &id, version, false) {
                 return Ok(vec![e]);
             }
             apply(this)?;
-            Ok(vec![Effect { entity_type: t, entity_id: id, change: Change::Upsert }])
+            Ok(vec![Effect {
+                entity_type: t,
+                entity_id: id,
+                change: Change::Upsert,
+            }])
         })
     }
 
@@ -1154,7 +1280,10 @@ impl ServerModel {
         self.tx(|this| {
             match t {
                 EntityType::Settings | EntityType::TeamRoster => {
-                    return Err(DbError::new("22023", format!("delete_entity does not take {t}")))
+                    return Err(DbError::new(
+                        "22023",
+                        format!("delete_entity does not take {t}"),
+                    ))
                 }
                 _ => {}
             }
@@ -1250,14 +1379,21 @@ fn payload_entities(p: &BulkSyncPayload) -> Vec<(EntityType, String)> {
     if p.warmup_plan.is_some() || p.delete_warmup_plan {
         v.push((EntityType::WarmupPlan, "default".into()));
     }
-    v.extend(p.team_rosters.iter().map(|r| (EntityType::TeamRoster, r.team_id.clone())));
+    v.extend(
+        p.team_rosters
+            .iter()
+            .map(|r| (EntityType::TeamRoster, r.team_id.clone())),
+    );
     for (t, ids) in [
         (EntityType::Player, &p.delete_player_ids),
         (EntityType::Team, &p.delete_team_ids),
         (EntityType::Season, &p.delete_season_ids),
         (EntityType::Tournament, &p.delete_tournament_ids),
         (EntityType::Personnel, &p.delete_personnel_ids),
-        (EntityType::PlayerAdjustment, &p.delete_player_adjustment_ids),
+        (
+            EntityType::PlayerAdjustment,
+            &p.delete_player_adjustment_ids,
+        ),
     ] {
         v.extend(ids.iter().map(|id| (t, id.clone())));
     }

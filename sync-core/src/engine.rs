@@ -549,6 +549,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             }
         }
         if h.parents_first {
+            bulk_ops = self.without_subsumed(bulk_ops)?;
             bulk_ops = self.without_orphans(bulk_ops)?;
         }
         info!(ops = bulk_ops.len(), games = game_ops.len(), "batch formed");
@@ -914,6 +915,34 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             }
         }
         Ok(false)
+    }
+
+    /// A roster delete whose team also has a queued delete is subsumed: the
+    /// team's delete removes the roster on the server (cascade), while the
+    /// roster's own "set empty" would fail once the team is gone, or if the
+    /// team never reached the server. Completed locally, never sent.
+    fn without_subsumed(
+        &mut self,
+        ops: Vec<SyncOperation>,
+    ) -> Result<Vec<SyncOperation>, EngineError> {
+        let mut kept = Vec::with_capacity(ops.len());
+        for op in ops {
+            let subsumed = op.entity_type == EntityType::TeamRoster
+                && op.kind.is_delete()
+                && self
+                    .q()
+                    .ops_for_entity(EntityType::Team, &op.entity_id)?
+                    .iter()
+                    .any(|t| t.kind.is_delete());
+            if subsumed {
+                debug!(op = %op.id, "roster delete subsumed by its team's delete");
+                self.q().remove(&op.id)?;
+                self.stats.ops_superseded += 1;
+            } else {
+                kept.push(op);
+            }
+        }
+        Ok(kept)
     }
 
     /// Drops from a bulk selection the children whose parent has a queued

@@ -362,8 +362,9 @@ pub enum MergePolicy {
     PendingOnly,
     /// The app's later fix (hardened): also merge into `failed` operations
     /// (which revives them as pending), so at most one non-syncing operation
-    /// exists per entity. And a create that was already sent once is never
-    /// cancelled by a delete (it may have committed): it becomes a delete.
+    /// exists per entity. And create + delete never cancels (the create may
+    /// be a re-create of an entity the server has, or may have committed
+    /// behind an abort): it becomes a delete.
     PendingOrFailed,
 }
 

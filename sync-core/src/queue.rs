@@ -327,10 +327,10 @@ impl SyncQueue {
         };
         // The newest mergeable operation of this entity (at most one exists
         // under PendingOrFailed; under PendingOnly the newest pending one).
-        let existing: Option<(String, String, bool)> = tx
+        let existing: Option<(String, String)> = tx
             .query_row(
                 &format!(
-                    "SELECT id, kind, last_attempt_ms IS NOT NULL FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
+                    "SELECT id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
                      AND status IN ({}) ORDER BY seq DESC LIMIT 1",
                     statuses
                         .iter()
@@ -339,7 +339,7 @@ impl SyncQueue {
                         .join(",")
                 ),
                 rusqlite::params![op.entity_type.as_str(), op.entity_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(sql("find mergeable"))?;
@@ -367,7 +367,7 @@ impl SyncQueue {
             .map_err(sql("insert op"))?;
             Ok(())
         };
-        let Some((old_id, old_kind, attempted)) = existing else {
+        let Some((old_id, old_kind)) = existing else {
             insert(tx, op_id)?;
             return Ok(EnqueueOutcome::Inserted {
                 op_id: op_id.to_string(),
@@ -375,11 +375,12 @@ impl SyncQueue {
         };
         let old_kind = OpKind::parse(&old_kind).unwrap_or(OpKind::Update);
         let mut outcome = merge_kinds(old_kind, op.kind);
-        if outcome == MergeOutcome::RemoveBoth && attempted && policy == MergePolicy::PendingOrFailed
-        {
-            // Hardened: a create that was already sent may have committed
-            // (an abort hides the outcome); cancelling it locally would
-            // leave the entity on the server. Send the delete instead.
+        if outcome == MergeOutcome::RemoveBoth && policy == MergePolicy::PendingOrFailed {
+            // Hardened: never cancel. The "create" may be a re-create of an
+            // entity the server has (delete + create replaced the delete),
+            // or a create that was sent and aborted and may have committed;
+            // cancelling would leave the entity on the server. A delete of
+            // an entity the server never saw is a harmless no-op.
             outcome = MergeOutcome::Merge(OpKind::Delete);
         }
         match outcome {
