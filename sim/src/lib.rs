@@ -5,6 +5,7 @@ pub mod checker;
 pub mod history;
 pub mod metrics;
 pub mod nemesis;
+pub mod scenario;
 pub mod server;
 pub mod views;
 pub mod workload;

@@ -92,3 +92,15 @@ fn sweep_env() {
         println!("{k}: {} seeds", v.len());
     }
 }
+
+#[test]
+#[ignore]
+fn trace_scenario() {
+    let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
+    let preset = Preset::parse(&std::env::var("PRESET").unwrap()).unwrap();
+    let s = sim::scenario::Scenario::embedded(&std::env::var("SCENARIO").unwrap()).unwrap();
+    let r = run_checked(&s.world_params(), seed, s.engine_config(preset), true);
+    for v in &r.verdicts {
+        println!("{} ok={} {}", v.checker, v.ok, v.detail);
+    }
+}

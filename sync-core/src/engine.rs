@@ -520,7 +520,22 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                     .map(|o| o.id.clone())
                     .collect();
                 self.q().clear_batch_id(&dropped)?;
-                if !kept.is_empty() {
+                // A batch that keeps timing out would be re-sent unchanged
+                // forever. Once the chunk size has shrunk below it, dissolve
+                // it: its operations go back to normal selection under new
+                // ids. Safe only with versions (if the old batch committed,
+                // the re-sends are skipped as stale), so only then.
+                let mut per_type: BTreeMap<EntityType, usize> = BTreeMap::new();
+                for o in &kept {
+                    *per_type.entry(o.entity_type).or_default() += 1;
+                }
+                let too_big = per_type.values().any(|n| *n > self.chunk_limit);
+                if h.adaptive_chunk && h.versions && too_big {
+                    info!(batch_id = %batch_id, ops = kept.len(), limit = self.chunk_limit,
+                        "dissolving an unresolved batch larger than the chunk size");
+                    let ids: Vec<String> = kept.iter().map(|o| o.id.clone()).collect();
+                    self.q().clear_batch_id(&ids)?;
+                } else if !kept.is_empty() {
                     info!(batch_id = %batch_id, ops = kept.len(), "re-sending unresolved batch");
                     return self.send_bulk(kept, Some(batch_id)).await;
                 }

@@ -220,15 +220,18 @@ pub struct Chunk {
     pub op_ids: Vec<String>,
 }
 
-/// The parents an operation's data links to: (type, id). A roster's parent
-/// is its team; a game's and an adjustment's are the season, tournament and
-/// team they name. Deletes name no parents.
+/// The parents an operation needs on the server first: (type, id). A
+/// roster's parent is its team, for a delete too (a roster delete sets an
+/// empty roster, which needs the team); a game's and an adjustment's are the
+/// season, tournament and team they name. Other deletes need no parents.
 pub fn parents_of(op: &SyncOperation) -> Vec<(EntityType, String)> {
+    if op.entity_type == EntityType::TeamRoster {
+        return vec![(EntityType::Team, op.entity_id.clone())];
+    }
     if op.kind.is_delete() {
         return Vec::new();
     }
     let row = match op.entity_type {
-        EntityType::TeamRoster => return vec![(EntityType::Team, op.entity_id.clone())],
         EntityType::Game => op.data.get("game").unwrap_or(&Value::Null),
         EntityType::PlayerAdjustment => &op.data,
         _ => return Vec::new(),
