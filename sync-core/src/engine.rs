@@ -604,13 +604,18 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             if !self.host.is_online() {
                 return Ok(Sent::Stop);
             }
-            if h.parents_first && self.has_queued_parent(&op)? {
-                debug!(game = %op.entity_id, "game waits for its parent");
-                continue;
-            }
+            // Fresh from the queue: an edit may have merged into it while
+            // the bulk call was in flight (new data, new parent links).
             let Some(current) = self.q().get(&op.id)? else {
                 continue;
             };
+            if current.status != crate::model::OpStatus::Pending {
+                continue;
+            }
+            if h.parents_first && self.has_queued_parent(&current)? {
+                debug!(game = %current.entity_id, "game waits for its parent");
+                continue;
+            }
             if self.send_single(current).await? == Sent::Stop {
                 return Ok(Sent::Stop);
             }
