@@ -104,3 +104,22 @@ fn trace_scenario() {
         println!("{} ok={} {}", v.checker, v.ok, v.detail);
     }
 }
+
+#[test]
+#[ignore]
+fn time_phases() {
+    let s = sim::scenario::Scenario::embedded("large-backlog").unwrap();
+    let p = s.world_params();
+    let t = std::time::Instant::now();
+    let e = sim::workload::generate(&p.workload, 1);
+    println!("generate {} edits: {:?}", e.len(), t.elapsed());
+    let t = std::time::Instant::now();
+    let out = sim::world::run(&p, 1, s.engine_config(Preset::Hardened), false);
+    println!("run: {:?} history {}", t.elapsed(), out.history.len());
+    let t = std::time::Instant::now();
+    let v = sim::checker::check_all(&out);
+    println!("check: {:?} {}", t.elapsed(), v.len());
+    let t = std::time::Instant::now();
+    let m = sim::metrics::compute(&out);
+    println!("metrics: {:?} {}", t.elapsed(), m.requests);
+}
