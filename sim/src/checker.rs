@@ -359,13 +359,12 @@ fn convergence(run: &RunOutput, snaps: &[ServerSnapshot]) -> CheckResult {
                 t.flag(
                     key(local.entity_type, &local.entity_id),
                     format!(
-                        "u{}: server and device differ on {} (device v{}{}): device {} / server {}",
+                        "u{}: server and device differ on {} (device v{}{}): {}",
                         dev.user,
                         key(local.entity_type, &local.entity_id),
                         local.version,
                         if local.deleted { ", deleted" } else { "" },
-                        short(&want),
-                        short(&server)
+                        difference(&want, &server)
                     ),
                 );
             }
@@ -379,12 +378,48 @@ fn short(v: &Option<Value>) -> String {
         None => "absent".to_string(),
         Some(v) => {
             let s = v.to_string();
-            if s.len() > 160 {
-                format!("{}...", &s[..160])
+            if s.len() > 120 {
+                format!("{}...", &s[..120])
             } else {
                 s
             }
         }
+    }
+}
+
+/// Where two entity views differ: the differing fields (one level into a
+/// game's parts), or the whole values when one side is absent.
+fn difference(device: &Option<Value>, server: &Option<Value>) -> String {
+    fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) if path.matches('.').count() < 2 => {
+                let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let (va, vb) = (
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                    );
+                    if va != vb {
+                        walk(&format!("{path}.{k}"), va, vb, out);
+                    }
+                }
+            }
+            _ => out.push(format!(
+                "{}: device {} / server {}",
+                path.trim_start_matches('.'),
+                short(&Some(a.clone())),
+                short(&Some(b.clone()))
+            )),
+        }
+    }
+    match (device, server) {
+        (Some(a), Some(b)) => {
+            let mut out = Vec::new();
+            walk("", a, b, &mut out);
+            out.truncate(4);
+            out.join("; ")
+        }
+        _ => format!("device {} / server {}", short(device), short(server)),
     }
 }
 

@@ -1,10 +1,16 @@
+//! The simulator: a deterministic madsim world in which the plan's engine,
+//! today's engine and the hardened engine sync through faults, with
+//! checkers and reports. See ARCHITECTURE.md for the map.
+
 #[cfg(not(madsim))]
 compile_error!("sim must be built with `--cfg madsim` (see .cargo/config.toml)");
 
 pub mod checker;
+pub mod cli;
 pub mod history;
 pub mod metrics;
 pub mod nemesis;
+pub mod report;
 pub mod scenario;
 pub mod server;
 pub mod views;

@@ -1,0 +1,432 @@
+//! The `sim` command line.
+//!
+//! Exit codes: 0 when the hardened preset held every invariant (violations
+//! of `individual` and `batched` are findings, printed, not failures); 1
+//! when the hardened preset broke one; 2 for bad input.
+
+use crate::report::{render_json, render_markdown, replay_command, ScenarioReport};
+use crate::scenario::{Scenario, ScenarioError};
+use crate::world::run_checked;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use sync_core::engine::Preset;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sim",
+    about = "Deterministic simulation of the batch-sync plan: scenarios, presets, checkers, reports"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    Individual,
+    Batched,
+    Hardened,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Markdown,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Every scenario, one line each with its purpose.
+    List,
+    /// Run a scenario and print its report (or, with --seeds, a summary of a
+    /// seed sweep).
+    Scenario {
+        /// Scenario name (see `sim list`); ignored with --file.
+        name: String,
+        /// Seed to run (default: the scenario's own).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run this many seeds starting at --seed and print a summary.
+        #[arg(long)]
+        seeds: Option<u64>,
+        #[arg(long, value_enum, default_value = "all")]
+        preset: PresetArg,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: Format,
+        /// Load the scenario from this TOML file instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Replay one run, optionally with a line per event in simulated time.
+    Replay {
+        name: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long, value_enum)]
+        preset: PresetArg,
+        #[arg(long)]
+        trace: bool,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Regenerate the snapshot reports in a folder (default `reports/`).
+    Reports {
+        #[arg(long, default_value = "reports")]
+        dir: PathBuf,
+    },
+}
+
+/// What a command printed and how it ended (testable without a process).
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn presets(arg: PresetArg, scenario: &Scenario) -> Vec<Preset> {
+    match arg {
+        PresetArg::All => scenario.presets.clone(),
+        PresetArg::Individual => vec![Preset::Individual],
+        PresetArg::Batched => vec![Preset::Batched],
+        PresetArg::Hardened => vec![Preset::Hardened],
+    }
+}
+
+fn load(name: &str, file: Option<&Path>) -> Result<Scenario, ScenarioError> {
+    match file {
+        Some(p) => Scenario::from_file(p),
+        None => Scenario::embedded(name),
+    }
+}
+
+fn bad_input(e: impl std::fmt::Display) -> Outcome {
+    Outcome {
+        code: 2,
+        stdout: String::new(),
+        stderr: format!("error: {e}\n"),
+    }
+}
+
+/// Runs a parsed command. Trace lines (replay --trace) go straight to
+/// stdout as they happen; everything else is returned.
+pub fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::List => {
+            let mut out = String::new();
+            for name in Scenario::known() {
+                match Scenario::embedded(&name) {
+                    Ok(s) => out.push_str(&format!("{name:<20} {}\n", s.summary)),
+                    Err(e) => return bad_input(e),
+                }
+            }
+            Outcome {
+                code: 0,
+                stdout: out,
+                stderr: String::new(),
+            }
+        }
+        Command::Scenario {
+            name,
+            seed,
+            seeds,
+            preset,
+            format,
+            file,
+        } => {
+            let s = match load(&name, file.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return bad_input(e),
+            };
+            let seed = seed.unwrap_or(s.seed);
+            let presets = presets(preset, &s);
+            match seeds {
+                Some(0) => bad_input("--seeds must be at least 1"),
+                Some(n) if n > 1 => sweep(&s, seed, n, &presets),
+                _ => {
+                    let report = ScenarioReport::run(&s, seed, &presets);
+                    let stdout = match format {
+                        Format::Markdown => render_markdown(&report),
+                        Format::Json => render_json(&report) + "\n",
+                    };
+                    let mut stderr = String::new();
+                    for run in &report.runs {
+                        for v in run.verdicts.iter().filter(|v| !v.ok) {
+                            stderr.push_str(&format!(
+                                "{} violated {} on seed {seed}: replay with `{}`\n",
+                                run.preset.as_str(),
+                                v.checker,
+                                replay_command(&s.name, seed, run.preset)
+                            ));
+                        }
+                    }
+                    Outcome {
+                        code: if report.hardened_ok() { 0 } else { 1 },
+                        stdout,
+                        stderr,
+                    }
+                }
+            }
+        }
+        Command::Replay {
+            name,
+            seed,
+            preset,
+            trace,
+            file,
+        } => {
+            let s = match load(&name, file.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return bad_input(e),
+            };
+            let preset = match preset {
+                PresetArg::All => return bad_input("replay takes one preset, not `all`"),
+                PresetArg::Individual => Preset::Individual,
+                PresetArg::Batched => Preset::Batched,
+                PresetArg::Hardened => Preset::Hardened,
+            };
+            let params = s.world_params();
+            let mut head = format!(
+                "replay {} seed {seed} preset {}\noptions:\n",
+                s.name,
+                preset.as_str()
+            );
+            for (k, v) in
+                crate::nemesis::plan(&params.faults, params.workload.users, seed).describe()
+            {
+                head.push_str(&format!("  {k} = {v}\n"));
+            }
+            // The header first, so a trace follows it on the terminal.
+            print!("{head}");
+            let _ = std::io::stdout().flush();
+            let r = run_checked(&params, seed, s.engine_config(preset), trace);
+            let mut out = String::from("verdicts:\n");
+            for v in &r.verdicts {
+                if v.ok {
+                    out.push_str(&format!("  {:<22} ok\n", v.checker));
+                } else {
+                    out.push_str(&format!(
+                        "  {:<22} VIOLATED x{}: {} (first offender {})\n",
+                        v.checker,
+                        v.violations,
+                        v.detail,
+                        v.first_offender.as_deref().unwrap_or("-")
+                    ));
+                }
+            }
+            let m = &r.metrics;
+            out.push_str(&format!(
+                "metrics: requests={} bulk={} bytes={} retries={} aborts={} failures={} drain_time_s={}\n",
+                m.requests,
+                m.bulk_requests,
+                m.bytes,
+                m.retries,
+                m.aborts,
+                m.failures,
+                m.drain_time_ms
+                    .map(|t| format!("{:.1}", t as f64 / 1000.0))
+                    .unwrap_or_else(|| "never".into())
+            ));
+            Outcome {
+                code: if r.ok() { 0 } else { 1 },
+                stdout: out,
+                stderr: String::new(),
+            }
+        }
+        Command::Reports { dir } => {
+            let mut written = String::new();
+            for name in Scenario::known() {
+                let s = match Scenario::embedded(&name) {
+                    Ok(s) => s,
+                    Err(e) => return bad_input(e),
+                };
+                let md = render_markdown(&ScenarioReport::run(&s, s.seed, &s.presets));
+                let path = dir.join(format!("{name}.md"));
+                if let Err(e) =
+                    std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, md))
+                {
+                    return bad_input(format!("cannot write {}: {e}", path.display()));
+                }
+                written.push_str(&format!("wrote {}\n", path.display()));
+            }
+            Outcome {
+                code: 0,
+                stdout: written,
+                stderr: String::new(),
+            }
+        }
+    }
+}
+
+/// Seeds `start..start+n` of every preset: violations per checker, failing
+/// seeds with replay commands, and speed. Speed figures are wall-clock
+/// measurements of this machine, printed apart from the (deterministic)
+/// findings.
+fn sweep(s: &Scenario, start: u64, n: u64, presets: &[Preset]) -> Outcome {
+    let params = s.world_params();
+    let mut out = format!("sweep {} seeds {}..{}\n", s.name, start, start + n);
+    let mut stderr = String::new();
+    let mut hardened_ok = true;
+    for preset in presets {
+        let wall = std::time::Instant::now();
+        let mut per_checker: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut failing: Vec<u64> = Vec::new();
+        let mut sim_ms: i64 = 0;
+        for seed in start..start + n {
+            let r = run_checked(&params, seed, s.engine_config(*preset), false);
+            sim_ms += r.metrics.sim_time_ms;
+            let mut failed = false;
+            for v in r.verdicts.iter().filter(|v| !v.ok) {
+                *per_checker.entry(v.checker).or_default() += 1;
+                failed = true;
+            }
+            if failed {
+                failing.push(seed);
+            }
+        }
+        let secs = wall.elapsed().as_secs_f64().max(1e-9);
+        if *preset == Preset::Hardened && !failing.is_empty() {
+            hardened_ok = false;
+        }
+        out.push_str(&format!(
+            "{:<10} seeds={} failing_seeds={}",
+            preset.as_str(),
+            n,
+            failing.len()
+        ));
+        for (c, k) in &per_checker {
+            out.push_str(&format!(" {c}={k}"));
+        }
+        out.push('\n');
+        for seed in failing.iter().take(5) {
+            out.push_str(&format!(
+                "  replay: {}\n",
+                replay_command(&s.name, *seed, *preset)
+            ));
+        }
+        stderr.push_str(&format!(
+            "{:<10} {:.1} seeds/s, {:.0}x real time (wall clock, this machine)\n",
+            preset.as_str(),
+            n as f64 / secs,
+            sim_ms as f64 / 1000.0 / secs
+        ));
+    }
+    Outcome {
+        code: if hardened_ok { 0 } else { 1 },
+        stdout: out,
+        stderr,
+    }
+}
+
+/// Parses `args` (with the program name first) and runs; clap's own errors
+/// (unknown flags, bad values) exit 2 too.
+pub fn run_args<I, T>(args: I) -> Outcome
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => run(cli),
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let text = e.render().to_string();
+            if code == 0 {
+                Outcome {
+                    code,
+                    stdout: text,
+                    stderr: String::new(),
+                }
+            } else {
+                Outcome {
+                    code,
+                    stdout: String::new(),
+                    stderr: text,
+                }
+            }
+        }
+    }
+}
+
+/// The binary's entry point: returns the exit code.
+pub fn main() -> i32 {
+    let o = run_args(std::env::args_os());
+    print!("{}", o.stdout);
+    eprint!("{}", o.stderr);
+    o.code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_scenario_lists_the_known_ones() {
+        let o = run_args(["sim", "scenario", "nope"]);
+        assert_eq!(o.code, 2);
+        assert!(
+            o.stderr.contains("unknown scenario \"nope\""),
+            "{}",
+            o.stderr
+        );
+        assert!(o.stderr.contains("offline-reconnect"), "{}", o.stderr);
+    }
+
+    #[test]
+    fn malformed_file_names_the_line() {
+        let dir = std::env::temp_dir().join(format!("sim-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(
+            &path,
+            "name = \"x\"\nsummary = \"y\"\n[world]\nusers = [1\n",
+        )
+        .unwrap();
+        let o = run_args(["sim", "scenario", "x", "--file", path.to_str().unwrap()]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(o.code, 2);
+        assert!(o.stderr.contains("bad.toml:4:"), "{}", o.stderr);
+    }
+
+    #[test]
+    fn bad_flags_exit_2() {
+        assert_eq!(
+            run_args(["sim", "scenario", "normal-usage", "--preset", "x"]).code,
+            2
+        );
+        assert_eq!(
+            run_args([
+                "sim",
+                "replay",
+                "normal-usage",
+                "--seed",
+                "1",
+                "--preset",
+                "all"
+            ])
+            .code,
+            2
+        );
+        assert_eq!(
+            run_args(["sim", "scenario", "normal-usage", "--seeds", "0"]).code,
+            2
+        );
+    }
+
+    #[test]
+    fn list_names_every_scenario() {
+        let o = run_args(["sim", "list"]);
+        assert_eq!(o.code, 0);
+        assert_eq!(o.stdout.lines().count(), Scenario::known().len());
+    }
+
+    #[test]
+    fn a_scenario_report_is_byte_identical_twice() {
+        let a = run_args(["sim", "scenario", "normal-usage", "--seed", "3"]);
+        let b = run_args(["sim", "scenario", "normal-usage", "--seed", "3"]);
+        assert_eq!(a.code, 0, "{}", a.stderr);
+        assert_eq!(a.stdout, b.stdout);
+        assert!(a.stdout.contains("## Presets side by side"));
+    }
+}

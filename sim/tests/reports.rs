@@ -1,0 +1,45 @@
+//! The committed reports in `reports/` are snapshots: each must equal what
+//! this build renders for its scenario's default seed, byte for byte. When
+//! behaviour changes on purpose, regenerate them and review the diff:
+//!
+//!     UPDATE_REPORTS=1 cargo test -p sim --test reports
+//!     (or: cargo run -p sim -- reports)
+
+use sim::report::{render_markdown, ScenarioReport};
+use sim::scenario::Scenario;
+use std::path::Path;
+
+#[test]
+fn committed_reports_match_this_build() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports");
+    let update = std::env::var("UPDATE_REPORTS").is_ok_and(|v| v == "1");
+    let mut stale = Vec::new();
+    for name in Scenario::known() {
+        let s = Scenario::embedded(&name).unwrap();
+        let md = render_markdown(&ScenarioReport::run(&s, s.seed, &s.presets));
+        let path = dir.join(format!("{name}.md"));
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &md).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(committed) if committed == md => {}
+            Ok(_) => stale.push(format!("{} differs", path.display())),
+            Err(e) => stale.push(format!("{} unreadable: {e}", path.display())),
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "snapshot reports are stale (UPDATE_REPORTS=1 cargo test -p sim --test reports, then review the diff):\n{}",
+        stale.join("\n")
+    );
+}
+
+#[test]
+fn same_seed_same_bytes() {
+    let s = Scenario::embedded("offline-reconnect").unwrap();
+    let a = render_markdown(&ScenarioReport::run(&s, 11, &s.presets));
+    let b = render_markdown(&ScenarioReport::run(&s, 11, &s.presets));
+    assert_eq!(a, b);
+}
