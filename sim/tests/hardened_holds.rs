@@ -1,48 +1,69 @@
 //! The hardened preset holds every invariant on every scenario, over each
 //! scenario's fixed seed list (`test_seeds`: 200, 20 for large-backlog).
-//! A failure prints the replay command of every failing seed.
+//! One test per scenario so they run in parallel. A failure lists the
+//! replay command of every failing seed.
 //!
-//! `SIM_SEEDS=N` caps the seeds per scenario (a quick local run);
-//! `SIM_SCENARIO=name` runs one scenario.
+//! `SIM_SEEDS=N` caps the seeds per scenario for a quick local run.
 
 use sim::scenario::Scenario;
 use sim::world::run_checked;
 use sync_core::engine::Preset;
 
-#[test]
-fn hardened_holds_every_invariant_on_every_scenario() {
+fn holds(name: &str) {
     let cap: Option<u64> = std::env::var("SIM_SEEDS")
         .ok()
-        .map(|s| s.parse().expect("SIM_SEEDS"));
-    let only = std::env::var("SIM_SCENARIO").ok();
+        .map(|s| s.parse().expect("SIM_SEEDS is a number"));
+    let s = Scenario::embedded(name).expect("embedded scenario");
+    let params = s.world_params();
+    let seeds = cap.map_or(s.test_seeds, |c| c.min(s.test_seeds));
+    assert!(seeds > 0, "{name}: no seeds to run");
     let mut failures = Vec::new();
-    let mut runs = 0u64;
-    for name in Scenario::known() {
-        if only.as_deref().is_some_and(|o| o != name) {
-            continue;
+    for seed in 0..seeds {
+        let r = run_checked(&params, seed, s.engine_config(Preset::Hardened), false);
+        for v in r.verdicts.iter().filter(|v| !v.ok) {
+            failures.push(format!(
+                "{name} seed {seed}: {} ({}): {}\n  replay: cargo run -p sim -- replay {name} --seed {seed} --preset hardened --trace",
+                v.checker,
+                v.first_offender.as_deref().unwrap_or("-"),
+                v.detail
+            ));
         }
-        let s = Scenario::embedded(&name).expect("embedded scenario");
-        let params = s.world_params();
-        let seeds = cap.map_or(s.test_seeds, |c| c.min(s.test_seeds));
-        let started = std::time::Instant::now();
-        for seed in 0..seeds {
-            let r = run_checked(&params, seed, s.engine_config(Preset::Hardened), false);
-            runs += 1;
-            for v in r.verdicts.iter().filter(|v| !v.ok) {
-                failures.push(format!(
-                    "{name} seed {seed}: {} ({}): {}\n  replay: cargo run -p sim -- replay {name} --seed {seed} --preset hardened --trace",
-                    v.checker,
-                    v.first_offender.as_deref().unwrap_or("-"),
-                    v.detail
-                ));
-            }
-        }
-        eprintln!("{name}: {seeds} seeds in {:.1?}", started.elapsed());
     }
-    assert!(runs > 0, "no scenario ran");
     assert!(
         failures.is_empty(),
         "the hardened preset broke an invariant:\n{}",
         failures.join("\n")
     );
+}
+
+macro_rules! scenarios {
+    ($($test:ident => $name:literal,)*) => {
+        $(#[test] fn $test() { holds($name); })*
+
+        #[test]
+        fn every_scenario_has_a_test() {
+            let mut listed = vec![$($name.to_string()),*];
+            listed.sort();
+            let mut known = Scenario::known();
+            known.sort();
+            assert_eq!(listed, known);
+        }
+    };
+}
+
+scenarios! {
+    normal_usage => "normal-usage",
+    backup_import => "backup-import",
+    partial_failure => "partial-failure",
+    mixed_ops => "mixed-ops",
+    large_batch => "large-batch",
+    offline_reconnect => "offline-reconnect",
+    abort_cascade => "abort-cascade",
+    app_kill_mid_sync => "app-kill-mid-sync",
+    flaky_network => "flaky-network",
+    auth_expiry => "auth-expiry",
+    server_overload => "server-overload",
+    stale_replay => "stale-replay",
+    parent_child => "parent-child",
+    large_backlog => "large-backlog",
 }

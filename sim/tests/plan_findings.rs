@@ -1,0 +1,57 @@
+//! The checkers can fail: on the plan as written (`batched`) and on today's
+//! engine (`individual`) the simulator finds the hazards app-behavior.md
+//! describes, each within a small seed budget. If one of these stops
+//! showing, a checker or a fault went blind.
+
+use sim::scenario::Scenario;
+use sim::world::run_checked;
+use sync_core::engine::Preset;
+
+/// The first seed below `budget` on which `checker` fails, if any.
+fn first_failing(scenario: &str, preset: Preset, checker: &str, budget: u64) -> Option<u64> {
+    let s = Scenario::embedded(scenario).unwrap();
+    let params = s.world_params();
+    (0..budget).find(|seed| {
+        run_checked(&params, *seed, s.engine_config(preset), false)
+            .verdicts
+            .iter()
+            .any(|v| v.checker == checker && !v.ok)
+    })
+}
+
+#[track_caller]
+fn shows(scenario: &str, preset: Preset, checker: &str) {
+    assert!(
+        first_failing(scenario, preset, checker, 60).is_some(),
+        "{scenario}: {} never broke {checker} in 60 seeds",
+        preset.as_str()
+    );
+}
+
+#[test]
+fn stale_replay_overwrites_newer_edits() {
+    shows("stale-replay", Preset::Batched, "per_entity_order");
+    shows("stale-replay", Preset::Individual, "per_entity_order");
+}
+
+#[test]
+fn lost_responses_apply_operations_twice() {
+    shows("flaky-network", Preset::Batched, "exactly_once");
+    shows("abort-cascade", Preset::Batched, "exactly_once");
+}
+
+#[test]
+fn a_poison_record_keeps_the_batch_from_converging() {
+    shows("partial-failure", Preset::Batched, "convergence");
+}
+
+#[test]
+fn games_before_parents_lose_their_links() {
+    shows("parent-child", Preset::Batched, "referential_integrity");
+    shows("parent-child", Preset::Individual, "referential_integrity");
+}
+
+#[test]
+fn kills_between_local_write_and_enqueue_lose_writes() {
+    shows("app-kill-mid-sync", Preset::Batched, "no_lost_write");
+}
