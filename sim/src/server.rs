@@ -394,14 +394,21 @@ fn convert(c: &Col, v: &Value) -> Result<Value, DbError> {
         (Ty::Text, Value::Bool(b)) => Value::String(b.to_string()),
         (Ty::Text, other) => Value::String(other.to_string()),
         (Ty::Int, Value::Number(n)) => {
-            let i = match n.as_i64() {
-                Some(i) => i,
-                None => match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 1e18 => f as i64,
-                    _ => return Err(bad("integer")),
-                },
-            };
-            int4(c, i)?
+            // Like PostgreSQL's int4 input of the number's text: "7" is an
+            // integer, "7.0" and "7.5" are not.
+            match n.as_i64() {
+                Some(i) => int4(c, i)?,
+                None if n.is_u64() => {
+                    return Err(DbError::new(
+                        "22003",
+                        format!(
+                            "value {n} is out of range for type integer (column {})",
+                            c.name
+                        ),
+                    ))
+                }
+                None => return Err(bad("integer")),
+            }
         }
         (Ty::Int, Value::String(s)) => match s.trim().parse::<i64>() {
             Ok(i) => int4(c, i)?,
@@ -409,9 +416,10 @@ fn convert(c: &Col, v: &Value) -> Result<Value, DbError> {
         },
         (Ty::Int, _) => return Err(bad("integer")),
         (Ty::Bool, Value::Bool(b)) => Value::Bool(*b),
-        (Ty::Bool, Value::String(s)) => match s.as_str() {
-            "true" | "t" => Value::Bool(true),
-            "false" | "f" => Value::Bool(false),
+        (Ty::Bool, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            // PostgreSQL's boolean input words.
+            "t" | "true" | "y" | "yes" | "on" | "1" => Value::Bool(true),
+            "f" | "false" | "n" | "no" | "off" | "0" => Value::Bool(false),
             _ => return Err(bad("boolean")),
         },
         (Ty::Bool, _) => return Err(bad("boolean")),
@@ -474,17 +482,21 @@ fn valid_date(s: &str) -> bool {
     (1..=days).contains(&d)
 }
 
-/// Builds a full row from a JSON item: every column converted, missing or
-/// null keys take the column's default, then NOT NULL and CHECK.
+/// Builds a full row from a JSON item, in PostgreSQL's order: every column
+/// converted first (22xxx), then defaults and NOT NULL (23502), then CHECK
+/// (23514).
 fn to_row(table: &str, item: &Value) -> Result<Row, DbError> {
     let obj = item.as_object();
-    let mut row = Row::new();
-    for c in cols_of(table) {
+    let cols = cols_of(table);
+    let mut values = Vec::with_capacity(cols.len());
+    for c in cols {
         let raw = obj.and_then(|o| o.get(c.name)).unwrap_or(&Value::Null);
-        let mut v = convert(c, raw)?;
+        values.push(convert(c, raw)?);
+    }
+    for (c, v) in cols.iter().zip(values.iter_mut()) {
         if v.is_null() {
             if let Some(d) = c.default {
-                v = d();
+                *v = d();
             }
         }
         if v.is_null() && c.not_null {
@@ -496,6 +508,9 @@ fn to_row(table: &str, item: &Value) -> Result<Row, DbError> {
                 ),
             ));
         }
+    }
+    let mut row = Row::new();
+    for (c, v) in cols.iter().zip(values) {
         if let Some(check) = c.check {
             if !check(&v) {
                 return Err(DbError::new(
@@ -801,6 +816,12 @@ impl ServerModel {
             obj.insert("id".into(), json!(format!("{team_id}_{player}")));
             let row = to_row("team_players", &Value::Object(obj))?;
             let id = format!("{team_id}_{player}");
+            if self.get("team_players", &(user, id.clone())).is_some() {
+                return Err(DbError::new(
+                    "23505",
+                    format!("duplicate key value violates unique constraint: team_players id {id}"),
+                ));
+            }
             self.put("team_players", (user, id), row);
         }
         Ok(())
@@ -1137,6 +1158,13 @@ impl ServerModel {
             let version = current.unwrap_or(0) + 1;
             item.insert("version".into(), json!(version));
             let row = to_row("games", &Value::Object(item))?;
+            for (c, p) in [
+                ("season_id", "seasons"),
+                ("tournament_id", "tournaments"),
+                ("team_id", "teams"),
+            ] {
+                this.fk(user, "games", c, p, &row)?;
+            }
             this.put("games", key, row);
             for child in ["game_players", "game_events", "player_assessments"] {
                 this.cascade_delete(user, child, "game_id", &id);
@@ -1167,6 +1195,12 @@ impl ServerModel {
                                 "duplicate key value violates unique constraint: game_events order_index",
                             ));
                         }
+                    }
+                    if this.get(table, &(user, child_id.clone())).is_some() {
+                        return Err(DbError::new(
+                            "23505",
+                            format!("duplicate key value violates unique constraint: {table} id {child_id}"),
+                        ));
                     }
                     this.put(table_static(table), (user, child_id), row);
                 }
@@ -1226,43 +1260,35 @@ impl ServerModel {
         version: Option<i64>,
     ) -> Result<Vec<Effect>, DbError> {
         let user = Self::auth(auth)?;
+        let id = match t {
+            EntityType::Settings => "app".to_string(),
+            EntityType::WarmupPlan => "default".to_string(),
+            EntityType::Game | EntityType::TeamRoster => {
+                return Err(DbError::new(
+                    "22023",
+                    format!("upsert_entity does not take {t}"),
+                ))
+            }
+            _ => item_id(t.as_str(), data)?,
+        };
         self.tx(|this| {
-            let (id, apply): (String, Box<dyn FnOnce(&mut Self) -> Result<(), DbError>>) = match t {
-                EntityType::Settings => (
-                    "app".into(),
-                    Box::new(|this: &mut Self| {
-                        let row = to_row("user_settings", &json!({ "settings": data }))?;
-                        this.put("user_settings", (user, String::new()), row);
-                        Ok(())
-                    }),
-                ),
-                EntityType::WarmupPlan => (
-                    "default".into(),
-                    Box::new(|this: &mut Self| {
-                        let row =
-                            to_row("warmup_plans", &json!({ "id": "default", "plan": data }))?;
-                        this.put("warmup_plans", (user, String::new()), row);
-                        Ok(())
-                    }),
-                ),
-                EntityType::Game | EntityType::TeamRoster => {
-                    return Err(DbError::new(
-                        "22023",
-                        format!("upsert_entity does not take {t}"),
-                    ))
-                }
-                _ => (
-                    item_id(t.as_str(), data)?,
-                    Box::new(move |this: &mut Self| this.upsert_row(user, t, data)),
-                ),
-            };
             if let Some(e) = this.gate(user, t, &id, version, false) {
                 return Ok(vec![e]);
             }
-            apply(this)?;
+            match t {
+                EntityType::Settings => {
+                    let row = to_row("user_settings", &json!({ "settings": data }))?;
+                    this.put("user_settings", (user, String::new()), row);
+                }
+                EntityType::WarmupPlan => {
+                    let row = to_row("warmup_plans", &json!({ "id": "default", "plan": data }))?;
+                    this.put("warmup_plans", (user, String::new()), row);
+                }
+                _ => this.upsert_row(user, t, data)?,
+            }
             Ok(vec![Effect {
                 entity_type: t,
-                entity_id: id,
+                entity_id: id.clone(),
                 change: Change::Upsert,
             }])
         })

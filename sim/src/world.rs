@@ -81,7 +81,7 @@ pub struct DeviceFinal {
 /// The requests a device can make.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ServerRequest {
-    Bulk(BulkSyncPayload),
+    Bulk(Box<BulkSyncPayload>),
     SaveGame(GameSave),
     SetRoster {
         team_id: String,
@@ -741,7 +741,10 @@ impl Remote for SimRemote {
         ctx: &RequestCtx,
         payload: &BulkSyncPayload,
     ) -> Result<BulkSyncResult, RemoteError> {
-        match self.call(ctx, ServerRequest::Bulk(payload.clone())).await? {
+        match self
+            .call(ctx, ServerRequest::Bulk(Box::new(payload.clone())))
+            .await?
+        {
             Reply::Bulk(r) => Ok(r),
             other => Err(unexpected(other)),
         }

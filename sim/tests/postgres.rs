@@ -1,0 +1,587 @@
+//! `migrations/` on a real PostgreSQL: the cases of the plan's PR 1 and the
+//! hardened additions, each asserting table contents afterwards; and a
+//! differential property test that holds the simulator's server model
+//! (`sim::server::ServerModel`) to the real functions.
+//!
+//! One cluster for the whole file (one test function), each case on its own
+//! users. Skipped with one line when PostgreSQL is not installed;
+//! REQUIRE_POSTGRES=1 makes that a failure.
+
+mod support;
+
+use postgres::Client;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use serde_json::{json, Value};
+use sim::server::{ServerModel, UserId};
+use std::cell::RefCell;
+use support::pg::{self, Cluster};
+use sync_core::payload::{BulkSyncPayload, EntityVersion, TeamRosterPayload};
+use sync_core::remote::GameSave;
+use sync_core::EntityType;
+
+fn uid(n: u32) -> String {
+    UserId(n).uuid()
+}
+
+fn rows(c: &mut Client, user: &str, table: &str) -> Vec<Value> {
+    pg::dump(c, user).remove(table).unwrap()
+}
+
+fn count_all(c: &mut Client, user: &str) -> usize {
+    pg::dump(c, user).values().map(Vec::len).sum()
+}
+
+fn player(id: &str, name: &str) -> Value {
+    json!({"id": id, "name": name, "jersey_number": 7})
+}
+
+fn cases(c: &mut Client) {
+    // A mixed batch commits: every type, deletes after upserts, counts.
+    let u = uid(100);
+    let p = BulkSyncPayload {
+        players: vec![player("p1", "Ann"), player("p2", "Bo")],
+        teams: vec![json!({"id": "t1", "name": "Otters"})],
+        seasons: vec![json!({"id": "s1", "name": "2026", "start_date": "2026-08-01"})],
+        tournaments: vec![json!({"id": "c1", "name": "Cup"})],
+        personnel: vec![json!({"id": "x1", "name": "Coach", "role": "coach"})],
+        settings: Some(json!({"theme": "dark"})),
+        warmup_plan: Some(json!({"sections": ["run"]})),
+        team_rosters: vec![TeamRosterPayload {
+            team_id: "t1".into(),
+            roster: vec![json!({"player_id": "p1", "name": "Ann", "jersey_number": 7})],
+        }],
+        player_adjustments: vec![
+            json!({"id": "a1", "player_id": "p1", "season_id": "s1", "games_played": 3}),
+        ],
+        delete_player_ids: vec!["p2".into()],
+        ..Default::default()
+    };
+    let r = pg::bulk_sync(c, Some(&u), &p).unwrap();
+    assert_eq!(
+        r,
+        json!({"players": 2, "teams": 1, "seasons": 1, "tournaments": 1, "personnel": 1,
+               "settings": 1, "warmup_plan": 1, "team_rosters": 1, "player_adjustments": 1,
+               "deleted_players": 1})
+    );
+    assert_eq!(
+        rows(c, &u, "players"),
+        vec![
+            json!({"id": "p1", "name": "Ann", "jersey_number": 7, "is_goalie": false, "notes": null})
+        ]
+    );
+    assert_eq!(rows(c, &u, "team_players").len(), 1);
+    assert_eq!(rows(c, &u, "player_adjustments")[0]["goals"], json!(0));
+
+    // One bad record (FK, CHECK, malformed value, NOT NULL) changes nothing.
+    for (bad, code) in [
+        (
+            json!({"id": "a2", "player_id": "p1", "season_id": "nope"}),
+            "23503",
+        ),
+        (
+            json!({"id": "a2", "player_id": "p1", "games_played": -1}),
+            "23514",
+        ),
+        (
+            json!({"id": "a2", "player_id": "p1", "games_played": "many"}),
+            "22P02",
+        ),
+        (json!({"id": "a2"}), "23502"),
+    ] {
+        let before = pg::dump(c, &u);
+        let p = BulkSyncPayload {
+            players: vec![player("p9", "New")],
+            player_adjustments: vec![bad],
+            ..Default::default()
+        };
+        let e = pg::bulk_sync(c, Some(&u), &p).unwrap_err();
+        assert_eq!(e.sqlstate, code, "{e:?}");
+        assert_eq!(pg::dump(c, &u), before, "a failed batch changed nothing");
+    }
+
+    // Unauthenticated: rejected, nothing written.
+    let e = pg::bulk_sync(
+        c,
+        None,
+        &BulkSyncPayload {
+            players: vec![player("z", "Z")],
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.sqlstate, "28000");
+
+    // A payload naming another user's user_id writes only the caller's rows.
+    let (a, b) = (uid(101), uid(102));
+    let mut item = player("p1", "Mine");
+    item["user_id"] = json!(b);
+    pg::bulk_sync(
+        c,
+        Some(&a),
+        &BulkSyncPayload {
+            players: vec![item],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(rows(c, &a, "players").len(), 1);
+    assert_eq!(count_all(c, &b), 0);
+
+    // Two users with the same entity ids stay isolated.
+    pg::bulk_sync(
+        c,
+        Some(&b),
+        &BulkSyncPayload {
+            players: vec![player("p1", "Theirs")],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(rows(c, &a, "players")[0]["name"], json!("Mine"));
+    assert_eq!(rows(c, &b, "players")[0]["name"], json!("Theirs"));
+
+    // Delete-then-upsert of one id in one payload ends deleted (deletes run
+    // after upserts): the plan's mixed-batch hazard.
+    let u = uid(103);
+    pg::bulk_sync(
+        c,
+        Some(&u),
+        &BulkSyncPayload {
+            players: vec![player("p1", "A")],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    pg::bulk_sync(
+        c,
+        Some(&u),
+        &BulkSyncPayload {
+            players: vec![player("p1", "Again")],
+            delete_player_ids: vec!["p1".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(rows(c, &u, "players").is_empty());
+
+    // A replayed batch id changes nothing and returns the first result.
+    let u = uid(104);
+    let p = BulkSyncPayload {
+        players: vec![player("p1", "A")],
+        batch_id: Some("b1".into()),
+        ..Default::default()
+    };
+    let first = pg::bulk_sync(c, Some(&u), &p).unwrap();
+    pg::bulk_sync(
+        c,
+        Some(&u),
+        &BulkSyncPayload {
+            players: vec![player("p1", "B")],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let again = pg::bulk_sync(c, Some(&u), &p).unwrap();
+    let mut expected = first.clone();
+    expected["replayed"] = json!(true);
+    assert_eq!(again, expected);
+    assert_eq!(rows(c, &u, "players")[0]["name"], json!("B"));
+
+    // A stale version changes nothing; a late upsert after a delete does not
+    // resurrect; a newer version does.
+    let u = uid(105);
+    let v = |n: i64| {
+        vec![EntityVersion {
+            entity_type: EntityType::Player,
+            id: "p1".into(),
+            version: n,
+        }]
+    };
+    pg::bulk_sync(
+        c,
+        Some(&u),
+        &BulkSyncPayload {
+            players: vec![player("p1", "v2")],
+            versions: v(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = pg::bulk_sync(
+        c,
+        Some(&u),
+        &BulkSyncPayload {
+            players: vec![player("p1", "v1")],
+            versions: v(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r, json!({"players": 0, "skipped_stale": 1}));
+    assert_eq!(rows(c, &u, "players")[0]["name"], json!("v2"));
+    pg::bulk_sync(
+        c,
+        Some(&u),
+        &BulkSyncPayload {
+            delete_player_ids: vec!["p1".into()],
+            versions: v(3),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    pg::bulk_sync(
+        c,
+        Some(&u),
+        &BulkSyncPayload {
+            players: vec![player("p1", "late")],
+            versions: v(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(rows(c, &u, "players").is_empty(), "no resurrection");
+    pg::bulk_sync(
+        c,
+        Some(&u),
+        &BulkSyncPayload {
+            players: vec![player("p1", "v4")],
+            versions: v(4),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(rows(c, &u, "players")[0]["name"], json!("v4"));
+
+    // Oversized and malformed payloads: rejected, no partial write.
+    let u = uid(106);
+    let many: Vec<Value> = (0..501).map(|i| player(&format!("p{i}"), "x")).collect();
+    let e = pg::bulk_sync(
+        c,
+        Some(&u),
+        &BulkSyncPayload {
+            players: many,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.sqlstate, "54000");
+    for bad in [json!(5), json!({"name": "no id"}), json!({"id": ""})] {
+        let e = pg::bulk_sync(
+            c,
+            Some(&u),
+            &BulkSyncPayload {
+                players: vec![player("ok", "x"), bad],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.sqlstate, "22023");
+    }
+    assert_eq!(count_all(c, &u), 0);
+
+    // set_team_roster for a missing team fails.
+    let e =
+        pg::set_team_roster(c, Some(&u), "ghost", &[json!({"player_id": "p1"})], None).unwrap_err();
+    assert_eq!(e.sqlstate, "23503");
+
+    // save_game_with_relations: version bump, conflict, lost link, children.
+    let u = uid(107);
+    let game = |team: &str| GameSave {
+        game: json!({"id": "g1", "opponent": "Rovers", "team_id": team}),
+        players: vec![json!({"id": "gp1", "player_id": "p1"})],
+        events: vec![json!({"id": "e1", "order_index": 0, "event_type": "goal"})],
+        assessments: vec![],
+        tactical: Some(json!({"formation": "4-4-2"})),
+        expected_version: None,
+        sync_version: None,
+    };
+    assert_eq!(pg::save_game(c, Some(&u), &game("missing")).unwrap(), 1);
+    assert_eq!(
+        rows(c, &u, "games")[0]["team_id"],
+        Value::Null,
+        "missing parent: link set to NULL"
+    );
+    let mut g = game("missing");
+    g.expected_version = Some(1);
+    g.events = vec![];
+    assert_eq!(pg::save_game(c, Some(&u), &g).unwrap(), 2);
+    assert!(rows(c, &u, "game_events").is_empty(), "children replaced");
+    g.expected_version = Some(1);
+    assert_eq!(
+        pg::save_game(c, Some(&u), &g).unwrap_err().sqlstate,
+        "40001"
+    );
+
+    // anon (no grant) cannot execute the functions at all.
+    let e = {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute("SET LOCAL ROLE anon").unwrap();
+        let r = tx.query_one("SELECT bulk_sync_entities()", &[]);
+        r.map(|_| ()).unwrap_err()
+    };
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"));
+}
+
+// ----- differential --------------------------------------------------------
+
+/// One call, applied to both sides.
+#[derive(Clone, Debug)]
+enum Call {
+    Bulk(Box<BulkSyncPayload>),
+    Game(GameSave),
+    Roster(String, Vec<Value>, Option<i64>),
+    Upsert(EntityType, Value, Option<i64>),
+    Delete(EntityType, String, Option<i64>),
+}
+
+fn id_strategy(prefix: &'static str) -> impl Strategy<Value = String> {
+    (0u8..4).prop_map(move |i| format!("{prefix}{i}"))
+}
+
+fn value_for_int() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        6 => (0i64..120).prop_map(|n| json!(n)),
+        1 => Just(json!(-1)),
+        1 => Just(json!("12")),
+        1 => Just(json!("x")),
+        1 => Just(Value::Null),
+        1 => Just(json!(7.5)),
+    ]
+}
+
+fn player_item() -> impl Strategy<Value = Value> {
+    (id_strategy("p"), prop::option::of("[a-c]{1,2}"), value_for_int(), prop::bool::ANY)
+        .prop_map(|(id, name, jersey, goalie)| json!({"id": id, "name": name, "jersey_number": jersey, "is_goalie": goalie}))
+}
+
+fn link(prefix: &'static str) -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        id_strategy(prefix).prop_map(Value::String)
+    ]
+}
+
+fn adjustment_item() -> impl Strategy<Value = Value> {
+    (id_strategy("a"), link("s"), link("t"), value_for_int())
+        .prop_map(|(id, s, t, gp)| json!({"id": id, "player_id": "p0", "season_id": s, "team_id": t, "games_played": gp}))
+}
+
+fn named(prefix: &'static str) -> impl Strategy<Value = Value> {
+    (id_strategy(prefix), "[a-c]{1,2}").prop_map(|(id, n)| json!({"id": id, "name": n}))
+}
+
+fn versions_for(p: &BulkSyncPayload, v: i64) -> Vec<EntityVersion> {
+    let mut out = Vec::new();
+    let mut add = |t: EntityType, id: &str| {
+        out.push(EntityVersion {
+            entity_type: t,
+            id: id.to_string(),
+            version: v,
+        })
+    };
+    for i in &p.players {
+        if let Some(id) = i.get("id").and_then(Value::as_str) {
+            add(EntityType::Player, id);
+        }
+    }
+    for i in &p.teams {
+        if let Some(id) = i.get("id").and_then(Value::as_str) {
+            add(EntityType::Team, id);
+        }
+    }
+    for id in &p.delete_player_ids {
+        add(EntityType::Player, id);
+    }
+    for id in &p.delete_team_ids {
+        add(EntityType::Team, id);
+    }
+    out
+}
+
+fn bulk_strategy() -> impl Strategy<Value = BulkSyncPayload> {
+    (
+        prop::collection::vec(player_item(), 0..4),
+        prop::collection::vec(named("t"), 0..3),
+        prop::collection::vec(named("s"), 0..2),
+        prop::collection::vec(named("x"), 0..2),
+        prop::collection::vec(adjustment_item(), 0..3),
+        prop::collection::vec(id_strategy("p"), 0..2),
+        prop::collection::vec(id_strategy("t"), 0..2),
+        prop::collection::vec(id_strategy("s"), 0..2),
+        prop::option::of(id_strategy("t")),
+        (
+            prop::option::of(0u8..3),
+            prop::option::of(1i64..6),
+            prop::bool::ANY,
+        ),
+    )
+        .prop_map(
+            |(
+                players,
+                teams,
+                seasons,
+                personnel,
+                adjustments,
+                dp,
+                dt,
+                ds,
+                roster,
+                (batch, ver, settings),
+            )| {
+                let mut p = BulkSyncPayload {
+                    players,
+                    teams,
+                    seasons,
+                    personnel,
+                    player_adjustments: adjustments,
+                    delete_player_ids: dp,
+                    delete_team_ids: dt,
+                    delete_season_ids: ds,
+                    settings: settings.then(|| json!({"theme": "x"})),
+                    batch_id: batch.map(|b| format!("b{b}")),
+                    ..Default::default()
+                };
+                if let Some(t) = roster {
+                    p.team_rosters.push(TeamRosterPayload {
+                        team_id: t,
+                        roster: vec![json!({"player_id": "p1", "name": "n"})],
+                    });
+                }
+                if let Some(v) = ver {
+                    p.versions = versions_for(&p, v);
+                }
+                p
+            },
+        )
+}
+
+fn call_strategy() -> impl Strategy<Value = Call> {
+    prop_oneof![
+        6 => bulk_strategy().prop_map(|p| Call::Bulk(Box::new(p))),
+        2 => (id_strategy("g"), link("t"), link("s"), prop::option::of(1i64..4), value_for_int()).prop_map(|(id, t, s, expected, score)| {
+            Call::Game(GameSave {
+                game: json!({"id": id, "opponent": "o", "team_id": t, "season_id": s, "home_score": score}),
+                players: vec![json!({"id": format!("{id}_p"), "player_id": "p1"})],
+                events: vec![json!({"id": format!("{id}_e"), "order_index": 0, "event_type": "goal"})],
+                assessments: vec![],
+                tactical: None,
+                expected_version: expected,
+                sync_version: None,
+            })
+        }),
+        1 => (id_strategy("t"), prop::option::of(1i64..6)).prop_map(|(t, v)| Call::Roster(t, vec![json!({"player_id": "p2"})], v)),
+        2 => (player_item(), prop::option::of(1i64..6)).prop_map(|(p, v)| Call::Upsert(EntityType::Player, p, v)),
+        1 => (id_strategy("s"), prop::option::of(1i64..6)).prop_map(|(s, v)| Call::Delete(EntityType::Season, s, v)),
+        1 => (id_strategy("t"), prop::option::of(1i64..6)).prop_map(|(t, v)| Call::Delete(EntityType::Team, t, v)),
+    ]
+}
+
+/// Both results, reduced to what must agree: Ok values exactly, errors by
+/// SQLSTATE class (the first two characters).
+fn apply(c: &mut Client, m: &mut ServerModel, user: UserId, call: &Call) -> (String, String) {
+    let u = user.uuid();
+    let class = |s: &str| format!("error {}", &s[..2]);
+    match call {
+        Call::Bulk(p) => (
+            match pg::bulk_sync(c, Some(&u), p) {
+                Ok(v) => format!("ok {v}"),
+                Err(e) => class(&e.sqlstate),
+            },
+            match m.bulk_sync_entities(Some(user), p) {
+                Ok(o) => format!("ok {}", o.result),
+                Err(e) => class(&e.sqlstate),
+            },
+        ),
+        Call::Game(g) => (
+            match pg::save_game(c, Some(&u), g) {
+                Ok(v) => format!("ok {v}"),
+                Err(e) => class(&e.sqlstate),
+            },
+            match m.save_game_with_relations(Some(user), g) {
+                Ok(o) => format!("ok {}", o.version),
+                Err(e) => class(&e.sqlstate),
+            },
+        ),
+        Call::Roster(t, r, v) => (
+            match pg::set_team_roster(c, Some(&u), t, r, *v) {
+                Ok(()) => "ok".into(),
+                Err(e) => class(&e.sqlstate),
+            },
+            match m.set_team_roster(Some(user), t, r, *v) {
+                Ok(_) => "ok".into(),
+                Err(e) => class(&e.sqlstate),
+            },
+        ),
+        Call::Upsert(t, d, v) => (
+            match pg::upsert_entity(c, Some(&u), t.as_str(), d, *v) {
+                Ok(()) => "ok".into(),
+                Err(e) => class(&e.sqlstate),
+            },
+            match m.upsert_entity(Some(user), *t, d, *v) {
+                Ok(_) => "ok".into(),
+                Err(e) => class(&e.sqlstate),
+            },
+        ),
+        Call::Delete(t, id, v) => (
+            match pg::delete_entity(c, Some(&u), t.as_str(), id, *v) {
+                Ok(()) => "ok".into(),
+                Err(e) => class(&e.sqlstate),
+            },
+            match m.delete_entity(Some(user), *t, id, *v) {
+                Ok(_) => "ok".into(),
+                Err(e) => class(&e.sqlstate),
+            },
+        ),
+    }
+}
+
+fn differential(c: &mut Client) -> u32 {
+    let cases: u32 = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(48);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let next_user = RefCell::new(1_000u32);
+    let client = RefCell::new(c);
+    runner
+        .run(&prop::collection::vec(call_strategy(), 1..12), |calls| {
+            let user = {
+                let mut n = next_user.borrow_mut();
+                *n += 1;
+                UserId(*n)
+            };
+            let mut model = ServerModel::new();
+            let mut c = client.borrow_mut();
+            for (i, call) in calls.iter().enumerate() {
+                let (real, sim) = apply(&mut c, &mut model, user, call);
+                prop_assert_eq!(&real, &sim, "call {} {:?}", i, call);
+                let real_rows = pg::dump(&mut c, &user.uuid());
+                let sim_rows = model.rows(&user);
+                if real_rows != sim_rows {
+                    return Err(TestCaseError::fail(format!(
+                        "tables differ after call {i} {call:?}\nreal: {real_rows:?}\nsim:  {sim_rows:?}"
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the server model and PostgreSQL disagree: {e}"));
+    cases
+}
+
+#[test]
+fn migrations_on_real_postgres() {
+    let Some(cluster) = Cluster::start("postgres") else {
+        return;
+    };
+    let mut c = cluster.fresh_database("cases");
+    cases(&mut c);
+    let mut d = cluster.fresh_database("differential");
+    let n = differential(&mut d);
+    println!("differential: {n} cases agreed");
+}
