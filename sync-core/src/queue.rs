@@ -4,8 +4,9 @@
 //!
 //! Schema (version 1, marked with `PRAGMA application_id` and `user_version`
 //! so a foreign or corrupt file is refused with its name):
-//! - `ops`: one row per queued operation. `seq` is the insertion order and
-//!   breaks timestamp ties; `ready_at_ms` is derived from `retry_count` and
+//! - `ops`: one row per queued operation, keyed by `seq` (the rowid: the
+//!   insertion order, moved to the back by a merge; it breaks timestamp
+//!   ties); `ready_at_ms` is derived from `retry_count` and
 //!   `last_attempt_ms` by the app's rules (or set by the hardened engine's
 //!   jittered backoff) so readiness is an indexed range, not a scan.
 //! - `entities`: the local store (the device's truth).
@@ -114,8 +115,8 @@ const SCHEMA_VERSION: i32 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ops (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL UNIQUE,
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     entity_type TEXT NOT NULL,
     entity_id TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -134,7 +135,6 @@ CREATE TABLE IF NOT EXISTS ops (
 );
 CREATE INDEX IF NOT EXISTS ops_by_type ON ops (status, entity_type, timestamp_ms, seq);
 CREATE INDEX IF NOT EXISTS ops_by_time ON ops (status, timestamp_ms, seq);
-CREATE INDEX IF NOT EXISTS ops_by_ready ON ops (status, ready_at_ms);
 CREATE INDEX IF NOT EXISTS ops_by_entity ON ops (entity_type, entity_id, seq);
 CREATE INDEX IF NOT EXISTS ops_by_batch ON ops (batch_id) WHERE batch_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS entities (
@@ -200,15 +200,13 @@ fn op_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncOperation> {
     })
 }
 
-fn in_list(n: usize) -> String {
-    let mut s = String::with_capacity(n * 2);
-    for i in 0..n {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push('?');
-    }
-    s
+/// Executes a statement through the connection's statement cache.
+fn exec<P: rusqlite::Params>(
+    conn: &rusqlite::Connection,
+    q: &str,
+    params: P,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(q).and_then(|mut st| st.execute(params))
 }
 
 impl SyncQueue {
@@ -280,6 +278,8 @@ impl SyncQueue {
         if ok != "ok" {
             return Err(corrupt(ok));
         }
+        // Every hot statement goes through the statement cache.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(SyncQueue { conn, name })
     }
 
@@ -289,10 +289,9 @@ impl SyncQueue {
     }
 
     fn next_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64, QueueError> {
-        tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM ops", [], |r| {
-            r.get(0)
-        })
-        .map_err(sql("next seq"))
+        tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM ops")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(sql("next seq"))
     }
 
     /// Enqueue with the app's merge table, in one transaction. `op_id` is the
@@ -321,32 +320,33 @@ impl SyncQueue {
         now_ms: i64,
         policy: MergePolicy,
     ) -> Result<EnqueueOutcome, QueueError> {
-        let statuses: &[&str] = match policy {
-            MergePolicy::PendingOnly => &["pending"],
-            MergePolicy::PendingOrFailed => &["pending", "failed"],
-        };
         // The newest mergeable operation of this entity (at most one exists
         // under PendingOrFailed; under PendingOnly the newest pending one).
+        let find = match policy {
+            MergePolicy::PendingOnly => {
+                "SELECT id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
+                 AND status = 'pending' ORDER BY seq DESC LIMIT 1"
+            }
+            MergePolicy::PendingOrFailed => {
+                "SELECT id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
+                 AND status IN ('pending', 'failed') ORDER BY seq DESC LIMIT 1"
+            }
+        };
         let existing: Option<(String, String)> = tx
-            .query_row(
-                &format!(
-                    "SELECT id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
-                     AND status IN ({}) ORDER BY seq DESC LIMIT 1",
-                    statuses
-                        .iter()
-                        .map(|s| format!("'{s}'"))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-                rusqlite::params![op.entity_type.as_str(), op.entity_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+            .prepare_cached(find)
+            .and_then(|mut st| {
+                st.query_row(
+                    rusqlite::params![op.entity_type.as_str(), op.entity_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            })
             .map_err(sql("find mergeable"))?;
         let data = op.data.to_string();
         let insert = |tx: &rusqlite::Transaction<'_>, id: &str| -> Result<(), QueueError> {
             let seq = Self::next_seq(tx)?;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO ops (id, seq, entity_type, entity_id, kind, data, version, timestamp_ms, \
                  status, retry_count, max_retries, last_error, last_attempt_ms, created_at_ms, \
                  batch_id, quarantined, ready_at_ms) \
@@ -390,7 +390,8 @@ impl SyncQueue {
                 // quarantined operation is pending again; its old batch id
                 // is forgotten (this is a new request's content).
                 let seq = Self::next_seq(tx)?;
-                tx.execute(
+                exec(
+                tx,
                     "UPDATE ops SET kind = ?2, data = ?3, version = ?4, timestamp_ms = ?5, seq = ?6, \
                      status = 'pending', retry_count = 0, last_error = NULL, last_attempt_ms = NULL, \
                      batch_id = NULL, quarantined = 0, ready_at_ms = ?7 WHERE id = ?1",
@@ -411,15 +412,13 @@ impl SyncQueue {
                 })
             }
             MergeOutcome::RemoveBoth => {
-                tx.execute("DELETE FROM ops WHERE id = ?1", [&old_id])
-                    .map_err(sql("cancel op"))?;
+                exec(tx, "DELETE FROM ops WHERE id = ?1", [&old_id]).map_err(sql("cancel op"))?;
                 Ok(EnqueueOutcome::Cancelled {
                     removed_op_id: old_id,
                 })
             }
             MergeOutcome::Replace => {
-                tx.execute("DELETE FROM ops WHERE id = ?1", [&old_id])
-                    .map_err(sql("replace op"))?;
+                exec(tx, "DELETE FROM ops WHERE id = ?1", [&old_id]).map_err(sql("replace op"))?;
                 insert(tx, op_id)?;
                 Ok(EnqueueOutcome::Replaced {
                     removed_op_id: old_id,
@@ -434,12 +433,16 @@ impl SyncQueue {
         op: &NewOperation,
     ) -> Result<i64, QueueError> {
         let prev: Option<i64> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT version FROM entities WHERE entity_type = ?1 AND entity_id = ?2",
-                rusqlite::params![op.entity_type.as_str(), op.entity_id],
-                |r| r.get(0),
             )
-            .optional()
+            .and_then(|mut st| {
+                st.query_row(
+                    rusqlite::params![op.entity_type.as_str(), op.entity_id],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
             .map_err(sql("read local version"))?;
         let version = prev.unwrap_or(0) + 1;
         let deleted = op.kind.is_delete();
@@ -448,7 +451,8 @@ impl SyncQueue {
         } else {
             op.data.to_string()
         };
-        tx.execute(
+        exec(
+                tx,
             "INSERT INTO entities (entity_type, entity_id, data, version, deleted) VALUES (?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT (entity_type, entity_id) DO UPDATE SET data = excluded.data, \
              version = excluded.version, deleted = excluded.deleted",
@@ -636,6 +640,8 @@ impl SyncQueue {
         Ok(out)
     }
 
+    /// Runs `UPDATE ops SET <set_and_where> AND id = ?` for each id, in one
+    /// transaction, through one cached statement (cost: O(ids)).
     fn update_ids(
         &mut self,
         context: &'static str,
@@ -644,20 +650,22 @@ impl SyncQueue {
         extra: &[&dyn rusqlite::ToSql],
     ) -> Result<u64, QueueError> {
         let tx = self.conn.transaction().map_err(sql(context))?;
+        let q = format!(
+            "UPDATE ops SET {set_and_where} AND id = ?{}",
+            extra.len() + 1
+        );
         let mut n = 0u64;
-        // Chunks keep each statement under SQLite's parameter limit.
-        for ids in op_ids.chunks(500) {
-            let first = extra.len() + 1;
-            let list: Vec<String> = (0..ids.len()).map(|i| format!("?{}", first + i)).collect();
-            let q = format!(
-                "UPDATE ops SET {set_and_where} AND id IN ({})",
-                list.join(",")
-            );
+        {
+            let mut st = tx.prepare_cached(&q).map_err(sql(context))?;
             let mut params: Vec<&dyn rusqlite::ToSql> = extra.to_vec();
-            for id in ids {
-                params.push(id);
+            params.push(&"");
+            // An id listed twice is still one operation, updated once.
+            let unique: std::collections::BTreeSet<&String> = op_ids.iter().collect();
+            for id in unique {
+                let last = params.len() - 1;
+                params[last] = id;
+                n += st.execute(params.as_slice()).map_err(sql(context))? as u64;
             }
-            n += tx.execute(&q, params.as_slice()).map_err(sql(context))? as u64;
         }
         tx.commit().map_err(sql(context))?;
         Ok(n)
@@ -684,13 +692,13 @@ impl SyncQueue {
     /// Deletes the given operations if they are still syncing, atomically.
     pub fn mark_batch_completed(&mut self, op_ids: &[String]) -> Result<(), QueueError> {
         let tx = self.conn.transaction().map_err(sql("mark completed"))?;
-        for ids in op_ids.chunks(500) {
-            let q = format!(
-                "DELETE FROM ops WHERE status = 'syncing' AND id IN ({})",
-                in_list(ids.len())
-            );
-            tx.execute(&q, rusqlite::params_from_iter(ids.iter()))
+        {
+            let mut st = tx
+                .prepare_cached("DELETE FROM ops WHERE status = 'syncing' AND id = ?1")
                 .map_err(sql("mark completed"))?;
+            for id in op_ids {
+                st.execute([id]).map_err(sql("mark completed"))?;
+            }
         }
         tx.commit().map_err(sql("mark completed"))
     }

@@ -1,0 +1,483 @@
+//! State-machine test of `SyncQueue` against a plain in-memory reference
+//! model of the same rules: the merge table (both policies), readiness and
+//! backoff, oldest-first selection, the plan's batch selection (with and
+//! without single flight), batch marking, stale reset, retry and sync-now.
+//! After every command the queue's whole content and every answer must
+//! equal the model's.
+
+use proptest::prelude::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+use sync_core::model::{
+    app_ready_at_ms, merge_kinds, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind,
+    OpStatus, BACKOFF_CAP_MS,
+};
+use sync_core::queue::{BatchSelect, QueueError};
+use sync_core::SyncQueue;
+
+#[derive(Clone, Debug)]
+enum Cmd {
+    Enqueue {
+        t: u8,
+        id: u8,
+        kind: u8,
+    },
+    GetPending {
+        limit: usize,
+    },
+    GetBatched {
+        max: usize,
+        single: bool,
+    },
+    /// Mark syncing the ops at these positions of the current list.
+    Syncing(Vec<usize>),
+    Completed(Vec<usize>),
+    Failed(Vec<usize>, bool),
+    Aborted(Vec<usize>),
+    ResetStale,
+    RetryFailed,
+    SyncNow,
+    Advance(i64),
+}
+
+fn cmd() -> impl Strategy<Value = Cmd> {
+    let picks = || prop::collection::vec(0usize..8, 0..4);
+    prop_oneof![
+        6 => (0u8..3, 0u8..2, 0u8..3).prop_map(|(t, id, kind)| Cmd::Enqueue { t, id, kind }),
+        2 => (1usize..6).prop_map(|limit| Cmd::GetPending { limit }),
+        2 => (1usize..4, any::<bool>()).prop_map(|(max, single)| Cmd::GetBatched { max, single }),
+        3 => picks().prop_map(Cmd::Syncing),
+        2 => picks().prop_map(Cmd::Completed),
+        2 => (picks(), any::<bool>()).prop_map(|(p, f)| Cmd::Failed(p, f)),
+        2 => picks().prop_map(Cmd::Aborted),
+        1 => Just(Cmd::ResetStale),
+        1 => Just(Cmd::RetryFailed),
+        1 => Just(Cmd::SyncNow),
+        3 => prop_oneof![Just(500i64), Just(2_000), Just(10_000), Just(400_000)].prop_map(Cmd::Advance),
+    ]
+}
+
+/// The reference: a Vec of operations and the rules written out plainly.
+#[derive(Clone, Debug, PartialEq)]
+struct RefOp {
+    id: String,
+    t: EntityType,
+    entity_id: String,
+    kind: OpKind,
+    data: serde_json::Value,
+    version: i64,
+    timestamp: i64,
+    seq: u64,
+    status: OpStatus,
+    retry: u32,
+    last_attempt: Option<i64>,
+    created_at: i64,
+    last_error: Option<String>,
+    /// sync-now: ready at once until the next attempt changes it.
+    ready_now: bool,
+}
+
+impl RefOp {
+    fn ready_at(&self) -> i64 {
+        if self.ready_now {
+            i64::MIN
+        } else {
+            app_ready_at_ms(self.retry, self.last_attempt)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Model {
+    ops: Vec<RefOp>,
+    seq: u64,
+}
+
+impl Model {
+    fn sorted(&self) -> Vec<&RefOp> {
+        let mut v: Vec<&RefOp> = self.ops.iter().collect();
+        v.sort_by_key(|o| (o.timestamp, o.seq));
+        v
+    }
+
+    fn enqueue(
+        &mut self,
+        op: NewOperation,
+        op_id: &str,
+        version: i64,
+        now: i64,
+        policy: MergePolicy,
+    ) -> Result<(), ()> {
+        if op.validate().is_err() {
+            return Err(());
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let mergeable = |o: &RefOp| {
+            o.t == op.entity_type
+                && o.entity_id == op.entity_id
+                && (o.status == OpStatus::Pending
+                    || (policy == MergePolicy::PendingOrFailed && o.status == OpStatus::Failed))
+        };
+        let existing = self
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| mergeable(o))
+            .max_by_key(|(_, o)| o.seq)
+            .map(|(i, _)| i);
+        let fresh = RefOp {
+            id: op_id.to_string(),
+            t: op.entity_type,
+            entity_id: op.entity_id.clone(),
+            kind: op.kind,
+            data: op.data.clone(),
+            version,
+            timestamp: now,
+            seq,
+            status: OpStatus::Pending,
+            retry: 0,
+            last_attempt: None,
+            created_at: now,
+            last_error: None,
+            ready_now: false,
+        };
+        let Some(i) = existing else {
+            self.ops.push(fresh);
+            return Ok(());
+        };
+        let mut outcome = merge_kinds(self.ops[i].kind, op.kind);
+        if outcome == MergeOutcome::RemoveBoth && policy == MergePolicy::PendingOrFailed {
+            outcome = MergeOutcome::Merge(OpKind::Delete);
+        }
+        match outcome {
+            MergeOutcome::Merge(kind) => {
+                let o = &mut self.ops[i];
+                o.kind = kind;
+                o.data = op.data;
+                o.version = version;
+                o.timestamp = now;
+                o.seq = seq;
+                o.status = OpStatus::Pending;
+                o.retry = 0;
+                o.last_attempt = None;
+                o.last_error = None;
+                o.ready_now = false;
+            }
+            MergeOutcome::RemoveBoth => {
+                self.ops.remove(i);
+            }
+            MergeOutcome::Replace => {
+                self.ops.remove(i);
+                self.ops.push(fresh);
+            }
+        }
+        Ok(())
+    }
+
+    fn pending_ready(&self, now: i64) -> Vec<&RefOp> {
+        self.sorted()
+            .into_iter()
+            .filter(|o| o.status == OpStatus::Pending && o.ready_at() <= now)
+            .collect()
+    }
+
+    fn batched(&self, max: usize, single: bool, now: i64) -> BTreeMap<EntityType, Vec<String>> {
+        let mut out: BTreeMap<EntityType, Vec<String>> = BTreeMap::new();
+        let mut seen: BTreeMap<EntityType, Vec<String>> = BTreeMap::new();
+        for o in self.pending_ready(now) {
+            if single {
+                let syncing = self.ops.iter().any(|x| {
+                    x.t == o.t && x.entity_id == o.entity_id && x.status == OpStatus::Syncing
+                });
+                let dup = seen.get(&o.t).is_some_and(|v| v.contains(&o.entity_id));
+                if syncing || dup {
+                    continue;
+                }
+            }
+            let v = out.entry(o.t).or_default();
+            if v.len() < max {
+                v.push(o.id.clone());
+                seen.entry(o.t).or_default().push(o.entity_id.clone());
+            }
+        }
+        out
+    }
+
+    fn by_ids(&mut self, ids: &[String]) -> Vec<&mut RefOp> {
+        self.ops
+            .iter_mut()
+            .filter(|o| ids.contains(&o.id))
+            .collect()
+    }
+}
+
+fn ids_at(q: &SyncQueue, picks: &[usize]) -> Vec<String> {
+    let all = q.all().unwrap();
+    let mut ids: Vec<String> = picks
+        .iter()
+        .filter_map(|i| all.get(*i).map(|o| o.id.clone()))
+        .collect();
+    ids.dedup();
+    ids
+}
+
+fn compare(q: &SyncQueue, m: &Model) -> Result<(), TestCaseError> {
+    let real: Vec<_> = q
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            (
+                o.id,
+                o.entity_type,
+                o.entity_id,
+                o.kind,
+                o.data,
+                o.version,
+                o.timestamp_ms,
+                o.status,
+                o.retry_count,
+                o.last_attempt_ms,
+                o.created_at_ms,
+                o.last_error,
+            )
+        })
+        .collect();
+    let model: Vec<_> = m
+        .sorted()
+        .into_iter()
+        .map(|o| {
+            (
+                o.id.clone(),
+                o.t,
+                o.entity_id.clone(),
+                o.kind,
+                o.data.clone(),
+                o.version,
+                o.timestamp,
+                o.status,
+                o.retry,
+                o.last_attempt,
+                o.created_at,
+                o.last_error.clone(),
+            )
+        })
+        .collect();
+    prop_assert_eq!(real, model);
+    Ok(())
+}
+
+fn run(cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
+    let mut q = SyncQueue::open_in_memory().unwrap();
+    let mut m = Model::default();
+    let mut now = 1_000i64;
+    for (step, c) in cmds.into_iter().enumerate() {
+        match c {
+            Cmd::Enqueue { t, id, kind } => {
+                let t = [EntityType::Player, EntityType::Team, EntityType::Settings][t as usize];
+                let entity_id = t.fixed_id().map(str::to_string).unwrap_or(format!("e{id}"));
+                let kind = [OpKind::Create, OpKind::Update, OpKind::Delete][kind as usize];
+                let data = if kind == OpKind::Delete {
+                    json!(null)
+                } else {
+                    json!({"id": entity_id, "step": step})
+                };
+                let op = NewOperation {
+                    entity_type: t,
+                    entity_id,
+                    kind,
+                    data,
+                };
+                let op_id = format!("op{step}");
+                let real = q.enqueue(op.clone(), &op_id, step as i64, now, policy);
+                let model = m.enqueue(op, &op_id, step as i64, now, policy);
+                match (real, model) {
+                    (Ok(_), Ok(())) => {}
+                    (Err(QueueError::Invalid(_)), Err(())) => {}
+                    (r, m) => prop_assert!(false, "enqueue differs: {:?} vs {:?}", r, m),
+                }
+            }
+            Cmd::GetPending { limit } => {
+                let real: Vec<String> = q
+                    .get_pending(limit, now)
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.id)
+                    .collect();
+                let model: Vec<String> = m
+                    .pending_ready(now)
+                    .into_iter()
+                    .take(limit)
+                    .map(|o| o.id.clone())
+                    .collect();
+                prop_assert_eq!(real, model);
+            }
+            Cmd::GetBatched { max, single } => {
+                let real: BTreeMap<EntityType, Vec<String>> = q
+                    .get_pending_batched(
+                        BatchSelect {
+                            max_per_type: max,
+                            single_flight: single,
+                        },
+                        now,
+                    )
+                    .unwrap()
+                    .into_iter()
+                    .map(|(t, v)| (t, v.into_iter().map(|o| o.id).collect()))
+                    .collect();
+                prop_assert_eq!(real, m.batched(max, single, now));
+            }
+            Cmd::Syncing(p) => {
+                let ids = ids_at(&q, &p);
+                q.mark_batch_syncing(&ids, now, None).unwrap();
+                for o in m.by_ids(&ids) {
+                    if o.status == OpStatus::Pending {
+                        o.status = OpStatus::Syncing;
+                        o.last_attempt = Some(now);
+                    }
+                }
+            }
+            Cmd::Completed(p) => {
+                let ids = ids_at(&q, &p);
+                q.mark_batch_completed(&ids).unwrap();
+                m.ops
+                    .retain(|o| !(ids.contains(&o.id) && o.status == OpStatus::Syncing));
+            }
+            Cmd::Failed(p, forever) => {
+                let ids = ids_at(&q, &p);
+                q.mark_batch_failed(&ids, "boom", now, forever).unwrap();
+                for o in m.by_ids(&ids) {
+                    if matches!(o.status, OpStatus::Syncing | OpStatus::Pending) {
+                        o.retry += 1;
+                        o.last_error = Some("boom".into());
+                        o.last_attempt = Some(now);
+                        o.ready_now = false;
+                        o.status = if !forever && o.retry >= 10 {
+                            OpStatus::Failed
+                        } else {
+                            OpStatus::Pending
+                        };
+                    }
+                }
+            }
+            Cmd::Aborted(p) => {
+                let ids = ids_at(&q, &p);
+                q.mark_batch_aborted(&ids, "abort", now).unwrap();
+                for o in m.by_ids(&ids) {
+                    if matches!(o.status, OpStatus::Syncing | OpStatus::Pending) {
+                        o.status = OpStatus::Pending;
+                        o.last_error = Some("abort".into());
+                        o.last_attempt = Some(now);
+                        o.ready_now = false;
+                    }
+                }
+            }
+            Cmd::ResetStale => {
+                let n = q.reset_stale_syncing().unwrap();
+                let mut k = 0;
+                for o in m.ops.iter_mut().filter(|o| o.status == OpStatus::Syncing) {
+                    o.status = OpStatus::Pending;
+                    o.ready_now = false;
+                    k += 1;
+                }
+                prop_assert_eq!(n, k);
+            }
+            Cmd::RetryFailed => {
+                q.retry_failed().unwrap();
+                for o in m.ops.iter_mut().filter(|o| o.status == OpStatus::Failed) {
+                    o.status = OpStatus::Pending;
+                    o.retry = 0;
+                    o.last_attempt = None;
+                    o.ready_now = false;
+                }
+            }
+            Cmd::SyncNow => {
+                q.sync_now().unwrap();
+                for o in m.ops.iter_mut().filter(|o| o.status == OpStatus::Pending) {
+                    o.ready_now = true;
+                }
+            }
+            Cmd::Advance(ms) => now += ms,
+        }
+        compare(&q, &m)?;
+        let next_model = m
+            .ops
+            .iter()
+            .filter(|o| o.status == OpStatus::Pending)
+            .map(RefOp::ready_at)
+            .min();
+        prop_assert_eq!(q.next_ready_at_ms().unwrap(), next_model);
+        let stats = q.stats(now).unwrap();
+        prop_assert_eq!(
+            stats.pending as usize,
+            m.ops
+                .iter()
+                .filter(|o| o.status == OpStatus::Pending)
+                .count()
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn queue_matches_the_reference_model(
+        cmds in prop::collection::vec(cmd(), 1..60),
+        hardened in any::<bool>(),
+    ) {
+        let policy = if hardened { MergePolicy::PendingOrFailed } else { MergePolicy::PendingOnly };
+        run(cmds, policy)?;
+    }
+}
+
+#[test]
+fn backoff_cap_is_the_apps() {
+    assert_eq!(BACKOFF_CAP_MS, 300_000);
+}
+
+/// Single flight, spelled out: two pending operations of one entity (the
+/// first was in flight when the second was made, then aborted) are never in
+/// one selection; and an entity with an operation in flight is skipped.
+#[test]
+fn single_flight_takes_one_operation_per_entity() {
+    let mut q = SyncQueue::open_in_memory().unwrap();
+    let op = |n: i64| NewOperation {
+        entity_type: EntityType::Player,
+        entity_id: "p1".into(),
+        kind: OpKind::Update,
+        data: json!({"id": "p1", "n": n}),
+    };
+    let policy = MergePolicy::PendingOnly;
+    q.enqueue(op(1), "a", 1, 0, policy).unwrap();
+    q.mark_batch_syncing(&["a".into()], 0, None).unwrap();
+    q.enqueue(op(2), "b", 2, 1, policy).unwrap();
+    let select = |single| BatchSelect {
+        max_per_type: 50,
+        single_flight: single,
+    };
+    let ids = |m: BTreeMap<EntityType, Vec<sync_core::SyncOperation>>| -> Vec<String> {
+        m.into_values().flatten().map(|o| o.id).collect()
+    };
+    // "a" is in flight: single flight holds "b" back.
+    assert_eq!(
+        ids(q.get_pending_batched(select(true), 10).unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(q.get_pending_batched(select(false), 10).unwrap()),
+        vec!["b"]
+    );
+    q.mark_batch_aborted(&["a".into()], "timeout", 10).unwrap();
+    // Both pending and ready: one per entity, the oldest.
+    assert_eq!(
+        ids(q.get_pending_batched(select(true), 5_000).unwrap()),
+        vec!["a"]
+    );
+    assert_eq!(
+        ids(q.get_pending_batched(select(false), 5_000).unwrap()),
+        vec!["a", "b"]
+    );
+}
