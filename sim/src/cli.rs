@@ -77,6 +77,61 @@ pub enum Command {
         #[arg(long, default_value = "reports")]
         dir: PathBuf,
     },
+    /// Sweep many seeds of a scenario (or `all`) on worker threads.
+    Explore {
+        /// Scenario name, or `all`.
+        name: String,
+        #[arg(long)]
+        seeds: u64,
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// This shard's share of the seeds, as K/M (1-based).
+        #[arg(long, default_value = "1/1")]
+        shard: String,
+        #[arg(long, value_enum, default_value = "hardened")]
+        preset: PresetArg,
+        /// Plant a bug from `sim bugs`.
+        #[arg(long)]
+        bug: Option<String>,
+        /// Fraction of seeds run twice to check determinism.
+        #[arg(long, default_value_t = 0.05)]
+        check_determinism: f64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: SweepFormat,
+    },
+    /// The catalogue of planted bugs; with --measure, seeds to first catch.
+    Bugs {
+        #[arg(long)]
+        measure: bool,
+        /// Seeds to try per bug when measuring.
+        #[arg(long, default_value_t = 1000)]
+        budget: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SweepFormat {
+    Text,
+    Json,
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let (k, m) = s
+        .split_once('/')
+        .ok_or_else(|| format!("--shard must be K/M, got {s:?}"))?;
+    let k: u64 = k
+        .parse()
+        .map_err(|_| format!("--shard K is not a number: {k:?}"))?;
+    let m: u64 = m
+        .parse()
+        .map_err(|_| format!("--shard M is not a number: {m:?}"))?;
+    if m == 0 || k == 0 || k > m {
+        return Err(format!("--shard needs 1 <= K <= M, got {k}/{m}"));
+    }
+    Ok((k, m))
 }
 
 /// What a command printed and how it ended (testable without a process).
@@ -231,6 +286,119 @@ pub fn run(cli: Cli) -> Outcome {
             ));
             Outcome {
                 code: if r.ok() { 0 } else { 1 },
+                stdout: out,
+                stderr: String::new(),
+            }
+        }
+        Command::Explore {
+            name,
+            seeds,
+            start,
+            jobs,
+            shard,
+            preset,
+            bug,
+            check_determinism,
+            format,
+        } => {
+            let shard = match parse_shard(&shard) {
+                Ok(s) => s,
+                Err(e) => return bad_input(e),
+            };
+            if !(0.0..=1.0).contains(&check_determinism) {
+                return bad_input("--check-determinism must be in [0, 1]");
+            }
+            let preset = match preset {
+                PresetArg::All => return bad_input("explore takes one preset, not `all`"),
+                PresetArg::Individual => Preset::Individual,
+                PresetArg::Batched => Preset::Batched,
+                PresetArg::Hardened => Preset::Hardened,
+            };
+            let bug = match bug.as_deref().map(crate::explore::PlantedBug::find) {
+                None => None,
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) => return bad_input(e),
+            };
+            let names = if name == "all" {
+                Scenario::known()
+            } else {
+                vec![name]
+            };
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let opts = crate::explore::SweepOptions {
+                start,
+                seeds,
+                shard,
+                jobs,
+                preset,
+                bug,
+                check_determinism,
+            };
+            let mut stdout = String::new();
+            let mut json = Vec::new();
+            let mut ok = true;
+            for n in names {
+                let s = match Scenario::embedded(&n) {
+                    Ok(s) => s,
+                    Err(e) => return bad_input(e),
+                };
+                let summary = crate::explore::sweep(&s, &opts);
+                ok &= summary.failing_seeds.is_empty() && summary.nondeterministic_seeds.is_empty();
+                match format {
+                    SweepFormat::Text => stdout.push_str(&crate::explore::render_text(&summary)),
+                    SweepFormat::Json => json.push(summary),
+                }
+            }
+            if format == SweepFormat::Json {
+                stdout = serde_json::to_string_pretty(&json).expect("summaries serialize") + "\n";
+            }
+            Outcome {
+                code: if ok { 0 } else { 1 },
+                stdout,
+                stderr: String::new(),
+            }
+        }
+        Command::Bugs { measure, budget } => {
+            let mut out = String::new();
+            let mut all_caught = true;
+            for b in crate::explore::BUGS {
+                out.push_str(&format!(
+                    "{:<24} caught by {:<16} in {:<18}{} {}\n",
+                    b.name,
+                    b.caught_by,
+                    b.scenario,
+                    b.also_disable
+                        .map(|s| format!(" (with {s} off)"))
+                        .unwrap_or_default(),
+                    b.breaks
+                ));
+                if measure {
+                    match crate::explore::seeds_to_catch(b, budget) {
+                        Some((seed, failed)) => {
+                            let expected = failed.contains(&b.caught_by);
+                            all_caught &= expected;
+                            out.push_str(&format!(
+                                "{:<24} seeds to first catch: {} (seed {seed}: {}){}\n",
+                                "",
+                                seed + 1,
+                                failed.join(", "),
+                                if expected {
+                                    ""
+                                } else {
+                                    " NOT by the expected checker"
+                                }
+                            ));
+                        }
+                        None => {
+                            all_caught = false;
+                            out.push_str(&format!("{:<24} NOT caught within {budget} seeds\n", ""));
+                        }
+                    }
+                }
+            }
+            Outcome {
+                code: if all_caught { 0 } else { 1 },
                 stdout: out,
                 stderr: String::new(),
             }

@@ -7,6 +7,7 @@ compile_error!("sim must be built with `--cfg madsim` (see .cargo/config.toml)")
 
 pub mod checker;
 pub mod cli;
+pub mod explore;
 pub mod history;
 pub mod metrics;
 pub mod nemesis;

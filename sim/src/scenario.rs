@@ -17,6 +17,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../scenarios/normal-usage.toml"),
     ),
     (
+        "normal-usage-debounce",
+        include_str!("../../scenarios/normal-usage-debounce.toml"),
+    ),
+    (
         "backup-import",
         include_str!("../../scenarios/backup-import.toml"),
     ),
@@ -545,6 +549,7 @@ impl Scenario {
             request_timeout_ms: w.request_timeout_ms,
             interval_ms: w.interval_ms,
             local_write_ms: w.local_write_ms,
+            server_bugs: crate::server::ServerBugs::default(),
         }
     }
 

@@ -51,6 +51,8 @@ pub struct WorldParams {
     pub interval_ms: i64,
     /// Time a non-atomic local write takes before its enqueue (IndexedDB).
     pub local_write_ms: i64,
+    /// Server bugs planted on purpose (`sim explore --bug`); none by default.
+    pub server_bugs: crate::server::ServerBugs,
 }
 
 /// What a run leaves for the checkers and the report.
@@ -257,7 +259,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             start: Instant::now(),
             history: Mutex::new(Vec::new()),
             trace,
-            server: Mutex::new(ServerModel::new()),
+            server: Mutex::new(ServerModel::with_bugs(params.server_bugs)),
             next_req_id: AtomicU64::new(1),
             devices,
             healed: AtomicBool::new(false),

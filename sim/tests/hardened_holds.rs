@@ -53,6 +53,7 @@ macro_rules! scenarios {
 
 scenarios! {
     normal_usage => "normal-usage",
+    normal_usage_debounce => "normal-usage-debounce",
     backup_import => "backup-import",
     partial_failure => "partial-failure",
     mixed_ops => "mixed-ops",

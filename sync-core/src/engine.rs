@@ -180,6 +180,30 @@ pub struct EngineConfig {
     /// Bound on passes per `process_queue` call (the re-check loop).
     pub max_passes_per_call: u32,
     pub hardening: Hardening,
+    /// Bugs planted on purpose to show the simulator catches them. They act
+    /// only in simulation builds (`--cfg madsim`); elsewhere they compile to
+    /// nothing.
+    #[serde(default)]
+    pub planted: PlantedEngineBugs,
+}
+
+/// Engine bugs from the app's history, planted on purpose (simulation builds
+/// only; see [`EngineConfig::planted`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlantedEngineBugs {
+    /// Engine start skips `reset_stale_syncing`: an operation in flight at a
+    /// kill stays `syncing` forever.
+    pub no_stale_reset: bool,
+    /// The bulk payload is built from the copies fetched before earlier
+    /// `.await`s, not from what is marked syncing: a merge that lands in
+    /// between is lost (the app's lost-update bug).
+    pub stale_payload: bool,
+}
+
+impl PlantedEngineBugs {
+    fn active(flag: bool) -> bool {
+        cfg!(madsim) && flag
+    }
 }
 
 impl EngineConfig {
@@ -199,6 +223,7 @@ impl EngineConfig {
             backoff_cap_ms: crate::model::BACKOFF_CAP_MS,
             max_passes_per_call: 1_000,
             hardening,
+            planted: PlantedEngineBugs::default(),
         }
     }
 
@@ -353,6 +378,9 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// Engine start: every `syncing` operation goes back to `pending` (the
     /// app's rule; an operation in flight at a kill is sent again).
     pub fn start(&mut self) -> Result<u64, EngineError> {
+        if PlantedEngineBugs::active(self.config.planted.no_stale_reset) {
+            return Ok(0);
+        }
         let n = self.q().reset_stale_syncing()?;
         if n > 0 {
             info!(
@@ -673,7 +701,11 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             // the copies fetched earlier: while earlier halves were in
             // flight a new edit may have merged into a pending operation
             // (the app's "lost update between fetch and mark syncing").
-            let group = self.reload_syncing(&ids)?;
+            let group = if PlantedEngineBugs::active(self.config.planted.stale_payload) {
+                group
+            } else {
+                self.reload_syncing(&ids)?
+            };
             if group.is_empty() {
                 continue;
             }

@@ -1,0 +1,352 @@
+//! Exploration at scale: seed sweeps over worker threads, sharding for CI
+//! matrices, a determinism self-check, and the catalogue of planted bugs
+//! that shows the checkers catch what they claim to.
+
+use crate::checker::CHECKERS;
+use crate::history::Event;
+use crate::report::replay_command;
+use crate::scenario::Scenario;
+use crate::server::ServerBugs;
+use crate::world::{run, run_checked, WorldParams};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use sync_core::engine::{EngineConfig, PlantedEngineBugs, Preset};
+
+/// A bug planted on purpose: a hardening switch turned off, or a server bug.
+#[derive(Clone, Copy, Debug)]
+pub struct PlantedBug {
+    pub name: &'static str,
+    /// What it breaks, in words.
+    pub breaks: &'static str,
+    /// The checker expected to catch it.
+    pub caught_by: &'static str,
+    /// The scenario that shows it.
+    pub scenario: &'static str,
+    kind: BugKind,
+    /// A switch that masks this bug and is turned off with it. Defence in
+    /// depth: per-entity versions alone already stop stale overwrites and
+    /// double application, so single flight and batch ids only show their
+    /// worth without them.
+    pub also_disable: Option<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum BugKind {
+    /// A `Hardening` switch turned off.
+    Switch(&'static str),
+    /// A planted server bug.
+    Server(fn(&mut ServerBugs)),
+    /// A planted engine bug.
+    Engine(fn(&mut PlantedEngineBugs)),
+}
+
+/// The catalogue (`sim bugs`).
+pub const BUGS: &[PlantedBug] = &[
+    PlantedBug {
+        name: "no-single-flight",
+        breaks: "an edit while its entity is in flight becomes a second operation; the older one, retried later, overwrites the newer",
+        caught_by: "per_entity_order",
+        scenario: "stale-replay",
+        kind: BugKind::Switch("single_flight"),
+        also_disable: Some("versions"),
+    },
+    PlantedBug {
+        name: "no-batch-id",
+        breaks: "a batch whose response was lost is applied again on retry",
+        caught_by: "exactly_once",
+        scenario: "flaky-network",
+        kind: BugKind::Switch("batch_id"),
+        also_disable: Some("versions"),
+    },
+    PlantedBug {
+        name: "no-versions",
+        breaks: "late commits and retries of old operations overwrite newer data or bring deleted entities back",
+        caught_by: "per_entity_order",
+        scenario: "abort-cascade",
+        kind: BugKind::Switch("versions"),
+        also_disable: None,
+    },
+    PlantedBug {
+        name: "no-parents-first",
+        breaks: "children sent before their parents fail on foreign keys (and are quarantined as if bad) or lose their links",
+        caught_by: "convergence",
+        scenario: "parent-child",
+        kind: BugKind::Switch("parents_first"),
+        also_disable: None,
+    },
+    PlantedBug {
+        name: "no-bad-record-isolation",
+        breaks: "one bad record keeps every good record of its batch off the server",
+        caught_by: "convergence",
+        scenario: "partial-failure",
+        kind: BugKind::Switch("isolate_bad_records"),
+        also_disable: None,
+    },
+    PlantedBug {
+        name: "no-error-classification",
+        breaks: "transient errors are given up after ten tries; bad records retried ten times",
+        caught_by: "convergence",
+        scenario: "server-overload",
+        kind: BugKind::Switch("classify_errors"),
+        also_disable: None,
+    },
+    PlantedBug {
+        name: "no-adaptive-chunk",
+        breaks: "batches that time out on a slow link are re-sent at the same size forever",
+        caught_by: "convergence",
+        scenario: "abort-cascade",
+        kind: BugKind::Switch("adaptive_chunk"),
+        also_disable: None,
+    },
+    PlantedBug {
+        name: "no-atomic-local-write",
+        breaks: "a kill between the local write and the enqueue loses the edit",
+        caught_by: "no_lost_write",
+        scenario: "app-kill-mid-sync",
+        kind: BugKind::Switch("atomic_local_write"),
+        also_disable: None,
+    },
+    PlantedBug {
+        name: "non-atomic-bulk",
+        breaks: "a failed bulk call keeps the writes made before its error",
+        caught_by: "atomicity",
+        scenario: "partial-failure",
+        kind: BugKind::Server(|b| b.non_atomic_bulk = true),
+        also_disable: None,
+    },
+    PlantedBug {
+        name: "batch-id-outside-tx",
+        breaks: "a batch id is recorded even when its call fails, so the retry is answered as a replay and its writes are lost",
+        caught_by: "convergence",
+        scenario: "offline-reconnect",
+        kind: BugKind::Server(|b| b.batch_id_outside_tx = true),
+        also_disable: None,
+    },
+    PlantedBug {
+        name: "no-stale-reset",
+        breaks: "engine start does not reset syncing operations: one in flight at a kill is never sent again",
+        caught_by: "convergence",
+        scenario: "app-kill-mid-sync",
+        kind: BugKind::Engine(|b| b.no_stale_reset = true),
+        also_disable: None,
+    },
+    PlantedBug {
+        name: "stale-payload",
+        breaks: "a payload built from copies fetched before an await loses an edit merged in between (the app's lost update)",
+        caught_by: "convergence",
+        scenario: "partial-failure",
+        kind: BugKind::Engine(|b| b.stale_payload = true),
+        also_disable: None,
+    },
+];
+
+impl PlantedBug {
+    pub fn find(name: &str) -> Result<&'static PlantedBug, String> {
+        BUGS.iter().find(|b| b.name == name).ok_or_else(|| {
+            let known: Vec<&str> = BUGS.iter().map(|b| b.name).collect();
+            format!("unknown bug {name:?}; known bugs: {}", known.join(", "))
+        })
+    }
+
+    /// Plants the bug into a run's configuration.
+    pub fn plant(&self, config: &mut EngineConfig, params: &mut WorldParams) {
+        if let Some(s) = self.also_disable {
+            assert!(config.hardening.disable(s), "known switch {s}");
+        }
+        match self.kind {
+            BugKind::Switch(s) => {
+                assert!(config.hardening.disable(s), "known switch {s}");
+            }
+            BugKind::Server(f) => f(&mut params.server_bugs),
+            BugKind::Engine(f) => f(&mut config.planted),
+        }
+    }
+}
+
+/// What a sweep found for one preset.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SweepSummary {
+    pub scenario: String,
+    pub preset: String,
+    pub bug: Option<String>,
+    pub seeds: u64,
+    /// Seeds on which each checker failed.
+    pub violations: BTreeMap<String, u64>,
+    pub failing_seeds: Vec<u64>,
+    /// Seeds whose two runs differed (determinism self-check).
+    pub nondeterministic_seeds: Vec<u64>,
+    pub determinism_checked: u64,
+    /// Wall-clock measurements of this machine (not findings).
+    pub seeds_per_second: f64,
+    pub sim_seconds_per_wall_second: f64,
+}
+
+/// How to sweep.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    pub start: u64,
+    pub seeds: u64,
+    /// (k, m): run only seeds with (seed - start) % m == k - 1.
+    pub shard: (u64, u64),
+    pub jobs: usize,
+    pub preset: Preset,
+    pub bug: Option<&'static PlantedBug>,
+    /// Fraction of seeds run twice and compared.
+    pub check_determinism: f64,
+}
+
+/// One seed's outcome: failed checkers, simulated time, and (when it was
+/// run twice) whether the two histories were identical.
+type SeedResult = (Vec<&'static str>, i64, Option<bool>);
+
+/// A history as text, for the determinism comparison.
+fn fingerprint(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| format!("{e:?}")).collect()
+}
+
+/// Runs the sweep on `jobs` worker threads. Each seed gets a fresh madsim
+/// runtime on its worker; results are gathered by seed, so the summary does
+/// not depend on scheduling.
+pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
+    let mut params = s.world_params();
+    let mut config = s.engine_config(o.preset);
+    if let Some(bug) = o.bug {
+        bug.plant(&mut config, &mut params);
+    }
+    let (k, m) = o.shard;
+    let seeds: Vec<u64> = (o.start..o.start + o.seeds)
+        .filter(|seed| (seed - o.start) % m == k - 1)
+        .collect();
+    // Every 1/fraction-th seed (by position) is run twice.
+    let every = if o.check_determinism > 0.0 {
+        (1.0 / o.check_determinism).round().max(1.0) as usize
+    } else {
+        usize::MAX
+    };
+    let next = AtomicU64::new(0);
+    let results: Mutex<BTreeMap<u64, SeedResult>> = Mutex::new(BTreeMap::new());
+    let wall = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..o.jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                let Some(&seed) = seeds.get(i) else {
+                    return;
+                };
+                let r = run_checked(&params, seed, config.clone(), false);
+                let failed: Vec<&'static str> = r
+                    .verdicts
+                    .iter()
+                    .filter(|v| !v.ok)
+                    .map(|v| v.checker)
+                    .collect();
+                let det = (i % every == 0).then(|| {
+                    let again = run(&params, seed, config.clone(), false);
+                    fingerprint(&again.history) == fingerprint(&r.output.history)
+                });
+                results
+                    .lock()
+                    .expect("results")
+                    .insert(seed, (failed, r.metrics.sim_time_ms, det));
+            });
+        }
+    });
+    let secs = wall.elapsed().as_secs_f64().max(1e-9);
+    let results = results.into_inner().expect("results");
+    let mut out = SweepSummary {
+        scenario: s.name.clone(),
+        preset: o.preset.as_str().to_string(),
+        bug: o.bug.map(|b| b.name.to_string()),
+        seeds: seeds.len() as u64,
+        ..SweepSummary::default()
+    };
+    let mut sim_ms = 0i64;
+    for (seed, (failed, t, det)) in results {
+        sim_ms += t;
+        if !failed.is_empty() {
+            out.failing_seeds.push(seed);
+        }
+        for c in failed {
+            *out.violations.entry(c.to_string()).or_default() += 1;
+        }
+        match det {
+            Some(true) => out.determinism_checked += 1,
+            Some(false) => {
+                out.determinism_checked += 1;
+                out.nondeterministic_seeds.push(seed);
+            }
+            None => {}
+        }
+    }
+    out.seeds_per_second = seeds.len() as f64 / secs;
+    out.sim_seconds_per_wall_second = sim_ms as f64 / 1000.0 / secs;
+    out
+}
+
+/// The summary as text: findings first, then the speed line.
+pub fn render_text(s: &SweepSummary) -> String {
+    let mut t = format!(
+        "{} preset={}{} seeds={} failing_seeds={}\n",
+        s.scenario,
+        s.preset,
+        s.bug
+            .as_deref()
+            .map(|b| format!(" bug={b}"))
+            .unwrap_or_default(),
+        s.seeds,
+        s.failing_seeds.len()
+    );
+    for c in CHECKERS {
+        if let Some(n) = s.violations.get(c) {
+            t.push_str(&format!("  {c}: {n} seeds\n"));
+        }
+    }
+    let preset = Preset::parse(&s.preset).unwrap_or(Preset::Hardened);
+    for seed in s.failing_seeds.iter().take(10) {
+        t.push_str(&format!(
+            "  replay: {}\n",
+            replay_command(&s.scenario, *seed, preset)
+        ));
+    }
+    if s.failing_seeds.len() > 10 {
+        t.push_str(&format!(
+            "  ... and {} more failing seeds\n",
+            s.failing_seeds.len() - 10
+        ));
+    }
+    t.push_str(&format!(
+        "  determinism: {} seeds run twice, {} differed{}\n",
+        s.determinism_checked,
+        s.nondeterministic_seeds.len(),
+        if s.nondeterministic_seeds.is_empty() {
+            String::new()
+        } else {
+            format!(" (seeds {:?})", s.nondeterministic_seeds)
+        }
+    ));
+    t.push_str(&format!(
+        "  speed: {:.1} seeds/s, {:.0}x real time (wall clock, this machine)\n",
+        s.seeds_per_second, s.sim_seconds_per_wall_second
+    ));
+    t
+}
+
+/// The first seed below `budget` on which the planted bug makes a checker
+/// fail in its scenario, with the checkers that failed.
+pub fn seeds_to_catch(bug: &'static PlantedBug, budget: u64) -> Option<(u64, Vec<&'static str>)> {
+    let s = Scenario::embedded(bug.scenario).expect("bug scenario");
+    let mut params = s.world_params();
+    let mut config = s.engine_config(Preset::Hardened);
+    bug.plant(&mut config, &mut params);
+    (0..budget).find_map(|seed| {
+        let failed: Vec<&'static str> = run_checked(&params, seed, config.clone(), false)
+            .verdicts
+            .iter()
+            .filter(|v| !v.ok)
+            .map(|v| v.checker)
+            .collect();
+        (!failed.is_empty()).then_some((seed, failed))
+    })
+}
