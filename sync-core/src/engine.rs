@@ -538,7 +538,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 // whose parent has since gained a newer queued edit (that
                 // left the batch when it merged) waits for it.
                 let kept = if h.parents_first {
-                    self.without_orphans(ops.clone())?
+                    self.without_orphans(ops.clone(), false)?
                 } else {
                     ops.clone()
                 };
@@ -593,7 +593,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         }
         if h.parents_first {
             bulk_ops = self.without_subsumed(bulk_ops)?;
-            bulk_ops = self.without_orphans(bulk_ops)?;
+            bulk_ops = self.without_orphans(bulk_ops, true)?;
         }
         info!(ops = bulk_ops.len(), games = game_ops.len(), "batch formed");
 
@@ -946,27 +946,34 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         op: &SyncOperation,
         in_batch: &BTreeSet<String>,
     ) -> Result<bool, EngineError> {
-        // Children's deletes before parents': a team's delete waits while
-        // its roster has a queued operation outside this call (the roster
-        // set would fail once the team is gone).
+        Ok(!self.blockers(op, in_batch)?.is_empty())
+    }
+
+    /// The queued operations (outside `in_batch`) that must reach the server
+    /// before `op`: its parents' upserts; for a team's delete, its roster's
+    /// operations (children's deletes before parents': the roster set would
+    /// fail once the team is gone).
+    fn blockers(
+        &self,
+        op: &SyncOperation,
+        in_batch: &BTreeSet<String>,
+    ) -> Result<Vec<SyncOperation>, EngineError> {
+        let mut out = Vec::new();
         if op.entity_type == EntityType::Team && op.kind.is_delete() {
             let roster = self
                 .q()
                 .ops_for_entity(EntityType::TeamRoster, &op.entity_id)?;
-            if roster.iter().any(|r| !in_batch.contains(&r.id)) {
-                return Ok(true);
-            }
+            out.extend(roster.into_iter().filter(|r| !in_batch.contains(&r.id)));
         }
         for (t, id) in parents_of(op) {
             let queued = self.q().ops_for_entity(t, &id)?;
-            if queued
-                .iter()
-                .any(|p| !p.kind.is_delete() && !in_batch.contains(&p.id))
-            {
-                return Ok(true);
-            }
+            out.extend(
+                queued
+                    .into_iter()
+                    .filter(|p| !p.kind.is_delete() && !in_batch.contains(&p.id)),
+            );
         }
-        Ok(false)
+        Ok(out)
     }
 
     /// A roster delete whose team also has a queued delete is subsumed: the
@@ -999,7 +1006,53 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
 
     /// Drops from a bulk selection the children whose parent has a queued
     /// upsert that is not in the same call (they wait for a later pass).
-    fn without_orphans(&self, ops: Vec<SyncOperation>) -> Result<Vec<SyncOperation>, EngineError> {
+    fn without_orphans(
+        &self,
+        ops: Vec<SyncOperation>,
+        pull_blockers: bool,
+    ) -> Result<Vec<SyncOperation>, EngineError> {
+        // First pull in the ready operations that block children of this
+        // selection (at most MAX_PULLED_BLOCKERS, two rounds): selection
+        // takes the oldest operations of each type, and without this a full
+        // window of children waiting for parents that sit outside their own
+        // type's window starves forever (seen with 60,000-operation
+        // backlogs).
+        const MAX_PULLED_BLOCKERS: usize = 50;
+        let now = self.host.now_ms();
+        let mut ops = ops;
+        let mut pulled = 0usize;
+        // Never into an unresolved batch: if it committed, its replay would
+        // acknowledge operations it never carried.
+        let rounds = if pull_blockers { 2 } else { 0 };
+        for _round in 0..rounds {
+            let ids: BTreeSet<String> = ops.iter().map(|o| o.id.clone()).collect();
+            let mut entities: BTreeSet<(EntityType, String)> = ops
+                .iter()
+                .map(|o| (o.entity_type, o.entity_id.clone()))
+                .collect();
+            let mut extra = Vec::new();
+            for op in &ops {
+                for b in self.blockers(op, &ids)? {
+                    if pulled == MAX_PULLED_BLOCKERS {
+                        break;
+                    }
+                    let key = (b.entity_type, b.entity_id.clone());
+                    if b.entity_type.is_bulk()
+                        && !entities.contains(&key)
+                        && self.q().is_ready(&b.id, now)?
+                    {
+                        entities.insert(key);
+                        extra.push(b);
+                        pulled += 1;
+                    }
+                }
+            }
+            if extra.is_empty() {
+                break;
+            }
+            debug!(pulled = extra.len(), "parents pulled into the batch");
+            ops.extend(extra);
+        }
         let in_batch: BTreeSet<String> = ops.iter().map(|o| o.id.clone()).collect();
         let mut kept = Vec::with_capacity(ops.len());
         for op in ops {

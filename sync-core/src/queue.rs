@@ -951,4 +951,18 @@ impl SyncQueue {
         )?;
         Ok(())
     }
+
+    /// Whether this operation is pending, ready at `now_ms`, and its entity
+    /// has no operation in flight (so it may join a batch).
+    pub fn is_ready(&self, op_id: &str, now_ms: i64) -> Result<bool, QueueError> {
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM ops WHERE id = ?1 AND status = 'pending' \
+                 AND ready_at_ms <= ?2 AND NOT EXISTS (SELECT 1 FROM ops o2 \
+                 WHERE o2.entity_type = ops.entity_type AND o2.entity_id = ops.entity_id \
+                 AND o2.status = 'syncing'))",
+            )
+            .and_then(|mut st| st.query_row(rusqlite::params![op_id, now_ms], |r| r.get(0)))
+            .map_err(sql("is ready"))
+    }
 }
