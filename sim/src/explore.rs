@@ -177,6 +177,8 @@ pub struct SweepSummary {
     pub failing_seeds: Vec<u64>,
     /// Seeds whose two runs differed (determinism self-check).
     pub nondeterministic_seeds: Vec<u64>,
+    /// For each of them, the first event that differed between the runs.
+    pub first_differences: Vec<String>,
     pub determinism_checked: u64,
     /// Wall-clock measurements of this machine (not findings).
     pub seeds_per_second: f64,
@@ -199,7 +201,21 @@ pub struct SweepOptions {
 
 /// One seed's outcome: failed checkers, simulated time, and (when it was
 /// run twice) whether the two histories were identical.
-type SeedResult = (Vec<&'static str>, i64, Option<bool>);
+type SeedResult = (Vec<&'static str>, i64, Option<Option<String>>);
+
+/// The first event at which two runs' histories differ, if any.
+fn first_difference(a: &[String], b: &[String]) -> Option<String> {
+    let i = a.iter().zip(b).position(|(x, y)| x != y);
+    match i {
+        Some(i) => Some(format!("event {i} differs: {} / {}", a[i], b[i])),
+        None if a.len() != b.len() => Some(format!(
+            "one run has {} events, the other {}",
+            a.len(),
+            b.len()
+        )),
+        None => None,
+    }
+}
 
 /// A history as text, for the determinism comparison.
 fn fingerprint(events: &[Event]) -> Vec<String> {
@@ -244,7 +260,10 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
                     .collect();
                 let det = (i % every == 0).then(|| {
                     let again = run(&params, seed, config.clone(), false);
-                    fingerprint(&again.history) == fingerprint(&r.output.history)
+                    first_difference(
+                        &fingerprint(&r.output.history),
+                        &fingerprint(&again.history),
+                    )
                 });
                 results
                     .lock()
@@ -272,10 +291,11 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
             *out.violations.entry(c.to_string()).or_default() += 1;
         }
         match det {
-            Some(true) => out.determinism_checked += 1,
-            Some(false) => {
+            Some(None) => out.determinism_checked += 1,
+            Some(Some(diff)) => {
                 out.determinism_checked += 1;
                 out.nondeterministic_seeds.push(seed);
+                out.first_differences.push(format!("seed {seed}: {diff}"));
             }
             None => {}
         }
@@ -326,6 +346,9 @@ pub fn render_text(s: &SweepSummary) -> String {
             format!(" (seeds {:?})", s.nondeterministic_seeds)
         }
     ));
+    for d in &s.first_differences {
+        t.push_str(&format!("  NONDETERMINISTIC {d}\n"));
+    }
     t.push_str(&format!(
         "  speed: {:.1} seeds/s, {:.0}x real time (wall clock, this machine)\n",
         s.seeds_per_second, s.sim_seconds_per_wall_second
