@@ -93,8 +93,6 @@ pub struct Scenario {
     pub workload: WorkloadSection,
     #[serde(default)]
     pub faults: FaultsSection,
-    #[serde(default)]
-    pub expect: ExpectSection,
 }
 
 fn all_presets() -> Vec<Preset> {
@@ -306,13 +304,6 @@ impl Default for FaultsSection {
             server_errors: ServerErrors::default(),
         }
     }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExpectSection {
-    /// Coverage marks a sweep must reach (issue 5).
-    pub marks: Vec<String>,
 }
 
 /// Why a scenario could not be loaded.
