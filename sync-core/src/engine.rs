@@ -24,7 +24,7 @@
 
 use crate::model::{EntityType, MergePolicy, OpKind, SyncOperation};
 use crate::payload::{
-    build_chunks, parents_of, BulkSyncPayload, ChunkOptions, DEFAULT_MAX_PER_TYPE,
+    build_chunks, parents_of, server_order_key, BulkSyncPayload, ChunkOptions, DEFAULT_MAX_PER_TYPE,
 };
 use crate::queue::{BatchSelect, QueueError, SyncQueue};
 use crate::remote::{AppErrorClass, Disposition, GameSave, OpRef, Remote, RemoteError, RequestCtx};
@@ -671,13 +671,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         // first. Bisection then splits parents to the left, and the left
         // half (with all its own halves) is sent before the right one, so a
         // child never travels before its parent's half has committed.
-        ops.sort_by_key(|o| {
-            if o.kind.is_delete() {
-                (1u8, 255 - o.entity_type.priority())
-            } else {
-                (0u8, o.entity_type.priority())
-            }
-        });
+        ops.sort_by_key(server_order_key);
         // Work list of groups to send (a stack: left halves first).
         let mut work: Vec<(Vec<SyncOperation>, Option<String>)> = vec![(ops, batch_id)];
         let mut outcome = Sent::Ok;

@@ -220,6 +220,17 @@ pub struct Chunk {
     pub op_ids: Vec<String>,
 }
 
+/// The order `bulk_sync_entities` applies operations in: upserts parents
+/// first, then deletes children first. A stable sort by this key keeps each
+/// type's queue order.
+pub fn server_order_key(op: &SyncOperation) -> (u8, u8) {
+    if op.kind.is_delete() {
+        (1, u8::MAX - op.entity_type.priority())
+    } else {
+        (0, op.entity_type.priority())
+    }
+}
+
 /// The parents an operation needs on the server first: (type, id). A
 /// roster's parent is its team, for a delete too (a roster delete sets an
 /// empty roster, which needs the team); a game's and an adjustment's are the
@@ -271,13 +282,7 @@ pub fn build_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Chunk> {
     if opts.parents_first {
         // Upserts parents first, then deletes children first (stable, so
         // each type keeps its queue order).
-        order.sort_by_key(|o| {
-            if o.kind.is_delete() {
-                (1u8, 255 - o.entity_type.priority())
-            } else {
-                (0u8, o.entity_type.priority())
-            }
-        });
+        order.sort_by_key(|o| server_order_key(o));
     }
     // Per chunk: how many of each type, and which entities it already has.
     let mut chunks: Vec<Chunk> = Vec::new();
