@@ -311,14 +311,6 @@ fn cols_of(table: &str) -> &'static [Col] {
         .expect("known table")
 }
 
-fn key_col(table: &str) -> &'static str {
-    TABLES
-        .iter()
-        .find(|(n, _, _)| *n == table)
-        .map(|(_, _, k)| *k)
-        .expect("known table")
-}
-
 type Row = Map<String, Value>;
 type RowKey = (UserId, String);
 
@@ -1372,11 +1364,6 @@ impl ServerModel {
     /// Total rows, for metrics.
     pub fn row_count(&self) -> usize {
         self.tables.values().map(BTreeMap::len).sum()
-    }
-
-    /// The key column of a table (documentation and dumps).
-    pub fn key_column(table: &str) -> &'static str {
-        key_col(table)
     }
 }
 

@@ -22,7 +22,7 @@
 //!   and the final states.
 
 use crate::history::{Event, Outcome, ServerResult};
-use crate::nemesis::{FaultParams, FaultPlan, Window};
+use crate::nemesis::{FaultParams, FaultPlan};
 use crate::server::{DbError, ServerModel, UserId};
 use crate::workload::{Edit, WorkloadParams};
 use madsim::net::rpc::Request;
@@ -971,11 +971,6 @@ fn record_edit(shared: &Shared, user: u32, index: usize, op_id: &str, edit: &Edi
         bad: edit.bad,
         enqueued,
     });
-}
-
-/// Windows as (start, end) pairs, for reports.
-pub fn windows_len(ws: &[Window]) -> i64 {
-    ws.iter().map(|w| w.end_ms - w.start_ms).sum()
 }
 
 /// One run with its verdicts and numbers.
