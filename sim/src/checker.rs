@@ -95,6 +95,11 @@ fn key(t: EntityType, id: &str) -> String {
     format!("{}/{}", t.as_str(), id)
 }
 
+/// `type/id (op ID)`: how a verdict names its offending operation.
+fn op_label(op: &OpRef) -> String {
+    format!("{} (op {})", key(op.entity_type, &op.entity_id), op.op_id)
+}
+
 /// Runs every checker.
 pub fn check_all(run: &RunOutput) -> Vec<CheckResult> {
     let j = Journal::new(run);
@@ -213,7 +218,7 @@ fn atomicity(j: &Journal) -> CheckResult {
                 for op in ops.iter() {
                     if !touched.contains(&(op.entity_type, op.entity_id.clone())) {
                         t.flag(
-                            format!("{} (op {})", key(op.entity_type, &op.entity_id), op.op_id),
+                            op_label(op),
                             format!(
                                 "request #{req_id} committed without its operation {} on {}",
                                 op.op_id,
@@ -226,9 +231,7 @@ fn atomicity(j: &Journal) -> CheckResult {
             ServerResult::Rejected { error } if error.contains("partial write") => {
                 let first = ops.first();
                 t.flag(
-                    first
-                        .map(|o| format!("{} (op {})", key(o.entity_type, &o.entity_id), o.op_id))
-                        .unwrap_or_default(),
+                    first.map(op_label).unwrap_or_default(),
                     format!("request #{req_id} was rejected but changed the server: {error}"),
                 );
             }
@@ -255,7 +258,7 @@ fn per_entity_order(j: &Journal) -> CheckResult {
                     "stale overwrite"
                 };
                 t.flag(
-                    format!("{} (op {})", key(op.entity_type, &op.entity_id), op.op_id),
+                    op_label(op),
                     format!(
                         "{what}: request #{req_id} applied v{} of {} after v{v} was committed",
                         op.version,
@@ -280,7 +283,7 @@ fn exactly_once(j: &Journal) -> CheckResult {
         let k = (user, op.op_id.clone(), op.version);
         if let Some(first) = seen.get(&k) {
             t.flag(
-                format!("{} (op {})", key(op.entity_type, &op.entity_id), op.op_id),
+                op_label(op),
                 format!(
                     "operation {} v{} applied twice: by request #{first} and again by #{req_id}",
                     op.op_id, op.version

@@ -718,6 +718,25 @@ impl ServerModel {
         Ok(())
     }
 
+    /// Writes the one-per-user row of settings or the warmup plan (the
+    /// bulk call and the per-entity upsert share it, as the SQL shares
+    /// `_sync_upsert`).
+    fn put_singleton(&mut self, user: UserId, t: EntityType, data: &Value) -> Result<(), DbError> {
+        let (table, row) = match t {
+            EntityType::Settings => (
+                "user_settings",
+                to_row("user_settings", &json!({ "settings": data }))?,
+            ),
+            EntityType::WarmupPlan => (
+                "warmup_plans",
+                to_row("warmup_plans", &json!({ "id": "default", "plan": data }))?,
+            ),
+            _ => unreachable!("put_singleton takes settings or the warmup plan, not {t}"),
+        };
+        self.put(table, (user, String::new()), row);
+        Ok(())
+    }
+
     /// Deletes one entity row with its cascades; whether it existed.
     fn delete_row(&mut self, user: UserId, t: EntityType, id: &str) -> bool {
         let table = entity_table(t).expect("entity table");
@@ -968,38 +987,28 @@ impl ServerModel {
                 }
                 result.insert(name.into(), json!(n));
             }
-            if let Some(s) = &p.settings {
-                let t = EntityType::Settings;
-                if let Some(e) = this.gate(user, t, "app", ver(t, "app"), false) {
+            for (t, id, data, name) in [
+                (EntityType::Settings, "app", &p.settings, "settings"),
+                (
+                    EntityType::WarmupPlan,
+                    "default",
+                    &p.warmup_plan,
+                    "warmup_plan",
+                ),
+            ] {
+                let Some(data) = data else { continue };
+                if let Some(e) = this.gate(user, t, id, ver(t, id), false) {
                     *skipped += 1;
                     effects.push(e);
-                    result.insert("settings".into(), json!(0));
+                    result.insert(name.into(), json!(0));
                 } else {
-                    let row = to_row("user_settings", &json!({ "settings": s }))?;
-                    this.put("user_settings", (user, String::new()), row);
+                    this.put_singleton(user, t, data)?;
                     effects.push(Effect {
                         entity_type: t,
-                        entity_id: "app".into(),
+                        entity_id: id.into(),
                         change: Change::Upsert,
                     });
-                    result.insert("settings".into(), json!(1));
-                }
-            }
-            if let Some(w) = &p.warmup_plan {
-                let t = EntityType::WarmupPlan;
-                if let Some(e) = this.gate(user, t, "default", ver(t, "default"), false) {
-                    *skipped += 1;
-                    effects.push(e);
-                    result.insert("warmup_plan".into(), json!(0));
-                } else {
-                    let row = to_row("warmup_plans", &json!({ "id": "default", "plan": w }))?;
-                    this.put("warmup_plans", (user, String::new()), row);
-                    effects.push(Effect {
-                        entity_type: t,
-                        entity_id: "default".into(),
-                        change: Change::Upsert,
-                    });
-                    result.insert("warmup_plan".into(), json!(1));
+                    result.insert(name.into(), json!(1));
                 }
             }
             if !p.team_rosters.is_empty() {
@@ -1268,13 +1277,8 @@ impl ServerModel {
                 return Ok(vec![e]);
             }
             match t {
-                EntityType::Settings => {
-                    let row = to_row("user_settings", &json!({ "settings": data }))?;
-                    this.put("user_settings", (user, String::new()), row);
-                }
-                EntityType::WarmupPlan => {
-                    let row = to_row("warmup_plans", &json!({ "id": "default", "plan": data }))?;
-                    this.put("warmup_plans", (user, String::new()), row);
+                EntityType::Settings | EntityType::WarmupPlan => {
+                    this.put_singleton(user, t, data)?
                 }
                 _ => this.upsert_row(user, t, data)?,
             }

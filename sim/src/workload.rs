@@ -116,6 +116,16 @@ pub fn generate(params: &WorkloadParams, seed: u64) -> Vec<Edit> {
     all
 }
 
+/// The kind an edit of a singleton-like entity can have: a delete only of
+/// something that exists, an update of what exists, else a create.
+fn kind_for(wanted: OpKind, exists: bool) -> OpKind {
+    match (wanted, exists) {
+        (OpKind::Delete, true) => OpKind::Delete,
+        (_, true) => OpKind::Update,
+        (_, false) => OpKind::Create,
+    }
+}
+
 struct Gen<'a> {
     rng: &'a mut SplitMix64,
     local: Local,
@@ -257,11 +267,7 @@ impl Gen<'_> {
                 self.emit(at, t, "app".into(), k, data, false);
             }
             (EntityType::WarmupPlan, k) => {
-                let k = match (k, self.local.has_warmup) {
-                    (OpKind::Delete, true) => OpKind::Delete,
-                    (_, true) => OpKind::Update,
-                    (_, false) => OpKind::Create,
-                };
+                let k = kind_for(k, self.local.has_warmup);
                 let data = if k == OpKind::Delete {
                     Value::Null
                 } else {
@@ -278,11 +284,7 @@ impl Gen<'_> {
                     .live
                     .get(&t)
                     .is_some_and(|m| m.contains_key(&team));
-                let k = match (k, has) {
-                    (OpKind::Delete, true) => OpKind::Delete,
-                    (_, true) => OpKind::Update,
-                    (_, false) => OpKind::Create,
-                };
+                let k = kind_for(k, has);
                 let data = if k == OpKind::Delete {
                     Value::Null
                 } else {
