@@ -305,9 +305,8 @@ fn is_expected_quarantine(
 ) -> bool {
     op.quarantined
         && op.last_error.is_some()
-        && run.edits.iter().any(|e| {
+        && run.bad_edits.iter().any(|e| {
             e.user == dev.user
-                && e.bad
                 && e.op.entity_type == op.entity_type
                 && e.op.entity_id == op.entity_id
                 && e.op.data == op.data

@@ -71,6 +71,35 @@ pub enum Command {
         trace: bool,
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Plant a bug from `sim bugs`.
+        #[arg(long)]
+        bug: Option<String>,
+    },
+    /// Reduce a failing seed to a minimal run that still fails the same
+    /// checker (delta debugging) and write it as a scenario file.
+    Shrink {
+        /// Scenario name (see `sim list`); ignored with --file.
+        name: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long, value_enum)]
+        preset: PresetArg,
+        /// Plant a bug from `sim bugs`.
+        #[arg(long)]
+        bug: Option<String>,
+        /// The checker to preserve (default: the first one the run fails).
+        #[arg(long)]
+        checker: Option<String>,
+        /// Upper bound on simulation runs.
+        #[arg(long, default_value_t = 2000)]
+        max_runs: u64,
+        /// Where to write the scenario (default: NAME-PRESET[-BUG]-seedN.toml
+        /// in the current folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Load the scenario from this TOML file instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
     /// Regenerate the snapshot reports in a folder (default `reports/`).
     Reports {
@@ -99,6 +128,10 @@ pub enum Command {
         /// Fraction of seeds run twice to check determinism.
         #[arg(long, default_value_t = 0.05)]
         check_determinism: f64,
+        /// Do not fail when a scenario's coverage marks go unreached (for a
+        /// smoke sweep too short to reach rare ones).
+        #[arg(long)]
+        skip_marks: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: SweepFormat,
     },
@@ -231,6 +264,7 @@ pub fn run(cli: Cli) -> Outcome {
             preset,
             trace,
             file,
+            bug,
         } => {
             let s = match load(&name, file.as_deref()) {
                 Ok(s) => s,
@@ -242,21 +276,29 @@ pub fn run(cli: Cli) -> Outcome {
                 PresetArg::Batched => Preset::Batched,
                 PresetArg::Hardened => Preset::Hardened,
             };
-            let params = s.world_params();
+            let mut params = s.world_params();
+            let mut config = s.engine_config(preset);
+            if let Some(b) = &bug {
+                match crate::explore::PlantedBug::find(b) {
+                    Ok(b) => b.plant(&mut config, &mut params),
+                    Err(e) => return bad_input(e),
+                }
+            }
             let mut head = format!(
-                "replay {} seed {seed} preset {}\noptions:\n",
+                "replay {} seed {seed} preset {}{}\noptions:\n",
                 s.name,
-                preset.as_str()
+                preset.as_str(),
+                bug.as_deref()
+                    .map(|b| format!(" bug {b}"))
+                    .unwrap_or_default()
             );
-            for (k, v) in
-                crate::nemesis::plan(&params.faults, params.workload.users, seed).describe()
-            {
+            for (k, v) in params.expand(seed).plan.describe() {
                 head.push_str(&format!("  {k} = {v}\n"));
             }
             // The header first, so a trace follows it on the terminal.
             print!("{head}");
             let _ = std::io::stdout().flush();
-            let r = run_checked(&params, seed, s.engine_config(preset), trace);
+            let r = run_checked(&params, seed, config, trace);
             let mut out = String::from("verdicts:\n");
             for v in &r.verdicts {
                 if v.ok {
@@ -290,6 +332,81 @@ pub fn run(cli: Cli) -> Outcome {
                 stderr: String::new(),
             }
         }
+        Command::Shrink {
+            name,
+            seed,
+            preset,
+            bug,
+            checker,
+            max_runs,
+            out,
+            file,
+        } => {
+            let s = match load(&name, file.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return bad_input(e),
+            };
+            let preset = match preset {
+                PresetArg::All => return bad_input("shrink takes one preset, not `all`"),
+                PresetArg::Individual => Preset::Individual,
+                PresetArg::Batched => Preset::Batched,
+                PresetArg::Hardened => Preset::Hardened,
+            };
+            let bug = match bug
+                .as_deref()
+                .map(crate::explore::PlantedBug::find)
+                .transpose()
+            {
+                Ok(b) => b,
+                Err(e) => return bad_input(e),
+            };
+            if let Some(c) = &checker {
+                if !crate::checker::CHECKERS.contains(&c.as_str()) {
+                    return bad_input(format!(
+                        "unknown checker {c:?}; checkers: {}",
+                        crate::checker::CHECKERS.join(", ")
+                    ));
+                }
+            }
+            let opts = crate::shrink::ShrinkOptions {
+                seed,
+                preset,
+                bug,
+                checker,
+                max_runs: max_runs.max(1),
+            };
+            let r = match crate::shrink::shrink(&s, &opts) {
+                Ok(r) => r,
+                Err(e) => return bad_input(e),
+            };
+            let path = out.unwrap_or_else(|| PathBuf::from(format!("{}.toml", r.scenario.name)));
+            let text = match crate::shrink::scenario_file(&r, &path) {
+                Ok(t) => t,
+                Err(e) => return bad_input(e),
+            };
+            if let Err(e) = std::fs::write(&path, text) {
+                return bad_input(format!("cannot write {}: {e}", path.display()));
+            }
+            Outcome {
+                code: 0,
+                stdout: format!(
+                    "shrunk {} seed {seed} preset {}: {} still fails\n  before: {}\n  after:  {}\n  {} runs{}\n  wrote {}\n  replay: cargo run -p sim -- replay {} --file {} --seed {seed} --preset {}{} --trace\n",
+                    s.name,
+                    preset.as_str(),
+                    r.checker,
+                    r.before,
+                    r.after,
+                    r.runs,
+                    if r.minimal { ", minimal" } else { ", run budget spent: not minimal" },
+                    path.display(),
+                    r.scenario.name,
+                    path.display(),
+                    preset.as_str(),
+                    bug.map(|b| format!(" --bug {}", b.name)).unwrap_or_default(),
+                ),
+                stderr: String::new(),
+            }
+        }
         Command::Explore {
             name,
             seeds,
@@ -299,6 +416,7 @@ pub fn run(cli: Cli) -> Outcome {
             preset,
             bug,
             check_determinism,
+            skip_marks,
             format,
         } => {
             let shard = match parse_shard(&shard) {
@@ -334,6 +452,8 @@ pub fn run(cli: Cli) -> Outcome {
                 preset,
                 bug,
                 check_determinism,
+                require_marks: !skip_marks,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
             let mut stdout = String::new();
             let mut json = Vec::new();
@@ -344,7 +464,7 @@ pub fn run(cli: Cli) -> Outcome {
                     Err(e) => return bad_input(e),
                 };
                 let summary = crate::explore::sweep(&s, &opts);
-                ok &= summary.failing_seeds.is_empty() && summary.nondeterministic_seeds.is_empty();
+                ok &= summary.ok();
                 match format {
                     SweepFormat::Text => stdout.push_str(&crate::explore::render_text(&summary)),
                     SweepFormat::Json => json.push(summary),

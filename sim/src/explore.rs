@@ -142,6 +142,16 @@ pub const BUGS: &[PlantedBug] = &[
     },
 ];
 
+impl SweepSummary {
+    /// Every seed held, every double run matched, every required mark was
+    /// reached.
+    pub fn ok(&self) -> bool {
+        self.failing_seeds.is_empty()
+            && self.nondeterministic_seeds.is_empty()
+            && self.marks_missing.is_empty()
+    }
+}
+
 impl PlantedBug {
     pub fn find(name: &str) -> Result<&'static PlantedBug, String> {
         BUGS.iter().find(|b| b.name == name).ok_or_else(|| {
@@ -180,6 +190,12 @@ pub struct SweepSummary {
     /// For each of them, the first event that differed between the runs.
     pub first_differences: Vec<String>,
     pub determinism_checked: u64,
+    /// Coverage marks: how many seeds reached each (every mark reached).
+    pub marks: BTreeMap<String, u64>,
+    /// Marks the scenario requires that no seed reached. Enforced for the
+    /// hardened preset without a planted bug (engine marks such as
+    /// `bad_record_isolated` only exist there); empty otherwise.
+    pub marks_missing: Vec<String>,
     /// Wall-clock measurements of this machine (not findings).
     pub seeds_per_second: f64,
     pub sim_seconds_per_wall_second: f64,
@@ -197,11 +213,22 @@ pub struct SweepOptions {
     pub bug: Option<&'static PlantedBug>,
     /// Fraction of seeds run twice and compared.
     pub check_determinism: f64,
+    /// Fail when a mark the scenario lists is reached by no seed (hardened,
+    /// no bug). Off for smoke sweeps too short to reach rare marks.
+    pub require_marks: bool,
+    /// Draw a progress bar on stderr (the CLI sets it when stderr is a
+    /// terminal). Display only: it never reaches a summary.
+    pub progress: bool,
 }
 
 /// One seed's outcome: failed checkers, simulated time, and (when it was
 /// run twice) whether the two histories were identical.
-type SeedResult = (Vec<&'static str>, i64, Option<Option<String>>);
+type SeedResult = (
+    Vec<&'static str>,
+    i64,
+    Option<Option<String>>,
+    Vec<&'static str>,
+);
 
 /// The first event at which two runs' histories differ, if any.
 fn first_difference(a: &[String], b: &[String]) -> Option<String> {
@@ -244,6 +271,20 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     let next = AtomicU64::new(0);
     let results: Mutex<BTreeMap<u64, SeedResult>> = Mutex::new(BTreeMap::new());
     let wall = std::time::Instant::now();
+    let bar = if o.progress {
+        let bar = indicatif::ProgressBar::new(seeds.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:40}] {pos}/{len} seeds, {per_sec}, eta {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(s.name.clone());
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     std::thread::scope(|scope| {
         for _ in 0..o.jobs.max(1) {
             scope.spawn(|| loop {
@@ -265,13 +306,20 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
                         &fingerprint(&again.history),
                     )
                 });
-                results
-                    .lock()
-                    .expect("results")
-                    .insert(seed, (failed, r.metrics.sim_time_ms, det));
+                results.lock().expect("results").insert(
+                    seed,
+                    (
+                        failed,
+                        r.metrics.sim_time_ms,
+                        det,
+                        r.output.marks.keys().copied().collect(),
+                    ),
+                );
+                bar.inc(1);
             });
         }
     });
+    bar.finish_and_clear();
     let secs = wall.elapsed().as_secs_f64().max(1e-9);
     let results = results.into_inner().expect("results");
     let mut out = SweepSummary {
@@ -282,8 +330,11 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
         ..SweepSummary::default()
     };
     let mut sim_ms = 0i64;
-    for (seed, (failed, t, det)) in results {
+    for (seed, (failed, t, det, marks)) in results {
         sim_ms += t;
+        for m in marks {
+            *out.marks.entry(m.to_string()).or_default() += 1;
+        }
         if !failed.is_empty() {
             out.failing_seeds.push(seed);
         }
@@ -299,6 +350,14 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
             }
             None => {}
         }
+    }
+    if o.require_marks && o.preset == Preset::Hardened && o.bug.is_none() && !seeds.is_empty() {
+        out.marks_missing = s
+            .marks
+            .iter()
+            .filter(|m| !out.marks.contains_key(*m))
+            .cloned()
+            .collect();
     }
     out.seeds_per_second = seeds.len() as f64 / secs;
     out.sim_seconds_per_wall_second = sim_ms as f64 / 1000.0 / secs;
@@ -326,8 +385,12 @@ pub fn render_text(s: &SweepSummary) -> String {
     let preset = Preset::parse(&s.preset).unwrap_or(Preset::Hardened);
     for seed in s.failing_seeds.iter().take(10) {
         t.push_str(&format!(
-            "  replay: {}\n",
-            replay_command(&s.scenario, *seed, preset)
+            "  replay: {}{}\n",
+            replay_command(&s.scenario, *seed, preset),
+            s.bug
+                .as_deref()
+                .map(|b| format!(" --bug {b}"))
+                .unwrap_or_default()
         ));
     }
     if s.failing_seeds.len() > 10 {
@@ -348,6 +411,18 @@ pub fn render_text(s: &SweepSummary) -> String {
     ));
     for d in &s.first_differences {
         t.push_str(&format!("  NONDETERMINISTIC {d}\n"));
+    }
+    if !s.marks.is_empty() {
+        let reached: Vec<String> = s.marks.iter().map(|(m, n)| format!("{m} {n}")).collect();
+        t.push_str(&format!(
+            "  marks (seeds reaching): {}\n",
+            reached.join(", ")
+        ));
+    }
+    for m in &s.marks_missing {
+        t.push_str(&format!(
+            "  MARK NEVER REACHED: {m} (the scenario requires it; a fault or path stopped firing)\n"
+        ));
     }
     t.push_str(&format!(
         "  speed: {:.1} seeds/s, {:.0}x real time (wall clock, this machine)\n",

@@ -3,6 +3,7 @@
 //! column, never a panic or a silent default.
 
 use crate::nemesis::FaultParams;
+use crate::script::ScriptSection;
 use crate::workload::WorkloadParams;
 use crate::world::WorldParams;
 use serde::{Deserialize, Serialize};
@@ -87,12 +88,39 @@ pub struct Scenario {
     /// The fixed seed list `0..test_seeds` the test suite sweeps.
     #[serde(default = "default_test_seeds")]
     pub test_seeds: u64,
+    /// Coverage marks (marks.rs) a hardened sweep of this scenario must
+    /// reach on at least one seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<String>,
     #[serde(default)]
     pub world: WorldSection,
     #[serde(default)]
     pub workload: WorkloadSection,
     #[serde(default)]
     pub faults: FaultsSection,
+    /// An explicit workload and fault plan replacing the seed's (see
+    /// `script.rs`); `sim shrink` writes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<ScriptSection>,
+    /// Where a shrunk scenario came from and what it still breaks; the
+    /// regression test holds it to that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shrunk: Option<Shrunk>,
+}
+
+/// The failure a shrunk scenario preserves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shrunk {
+    /// The scenario it was shrunk from.
+    pub from: String,
+    pub seed: u64,
+    pub preset: Preset,
+    /// A planted bug (`sim bugs`), if the failure needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bug: Option<String>,
+    /// The checker that must still fail.
+    pub checker: String,
 }
 
 fn all_presets() -> Vec<Preset> {
@@ -494,6 +522,29 @@ impl Scenario {
                 return Err(format!("{n} must be <= 10000, got {v}"));
             }
         }
+        for m in &self.marks {
+            if !crate::marks::is_known(m) {
+                return Err(format!(
+                    "unknown mark {m:?}; known marks: {}",
+                    crate::marks::names().join(", ")
+                ));
+            }
+        }
+        if let Some(script) = &self.script {
+            script.to_script(&self.fault_params(), w.users)?;
+        }
+        if let Some(shrunk) = &self.shrunk {
+            if !crate::checker::CHECKERS.contains(&shrunk.checker.as_str()) {
+                return Err(format!(
+                    "shrunk.checker {:?} is not a checker ({})",
+                    shrunk.checker,
+                    crate::checker::CHECKERS.join(", ")
+                ));
+            }
+            if let Some(bug) = &shrunk.bug {
+                crate::explore::PlantedBug::find(bug).map_err(|e| format!("shrunk.bug: {e}"))?;
+            }
+        }
         Ok(())
     }
 
@@ -501,7 +552,6 @@ impl Scenario {
     pub fn world_params(&self) -> WorldParams {
         let w = &self.world;
         let wl = &self.workload;
-        let f = &self.faults;
         let pair = |r: [i64; 2]| (r[0], r[1]);
         WorldParams {
             workload: WorkloadParams {
@@ -515,32 +565,47 @@ impl Scenario {
                 delete_recreate: wl.delete_recreate,
                 children_first: wl.children_first,
             },
-            faults: FaultParams {
-                swarm: f.swarm,
-                fault_phase_ms: w.fault_phase_ms,
-                latency_ms: pair(f.latency_ms),
-                bandwidth_bytes_per_ms: f.bandwidth_bytes_per_ms,
-                server_ms_per_op: f.server_ms_per_op,
-                statement_timeout_ms: f.statement_timeout_ms,
-                request_loss: f.request_loss,
-                response_loss: f.response_loss,
-                offline_windows: f.offline.windows,
-                offline_duration_ms: pair(f.offline.duration_ms),
-                silent_drop_windows: f.silent_drop.windows,
-                silent_drop_duration_ms: pair(f.silent_drop.duration_ms),
-                kills: f.kills.count,
-                restart_delay_ms: pair(f.kills.restart_delay_ms),
-                token_expiries: f.token_expiry.count,
-                refresh_after_ms: pair(f.token_expiry.refresh_after_ms),
-                server_error_bursts: f.server_errors.bursts,
-                server_error_duration_ms: pair(f.server_errors.duration_ms),
-                server_error_status: f.server_errors.status,
-            },
+            faults: self.fault_params(),
             quiesce_budget_ms: w.quiesce_budget_ms,
             request_timeout_ms: w.request_timeout_ms,
             interval_ms: w.interval_ms,
             local_write_ms: w.local_write_ms,
             server_bugs: crate::server::ServerBugs::default(),
+            script: self.script.as_ref().map(|script| {
+                std::sync::Arc::new(
+                    script
+                        .to_script(&self.fault_params(), w.users)
+                        .expect("a scenario's script is validated when it is loaded"),
+                )
+            }),
+        }
+    }
+
+    /// The fault parameters of the `[faults]` section.
+    pub fn fault_params(&self) -> FaultParams {
+        let w = &self.world;
+        let f = &self.faults;
+        let pair = |r: [i64; 2]| (r[0], r[1]);
+        FaultParams {
+            swarm: f.swarm,
+            fault_phase_ms: w.fault_phase_ms,
+            latency_ms: pair(f.latency_ms),
+            bandwidth_bytes_per_ms: f.bandwidth_bytes_per_ms,
+            server_ms_per_op: f.server_ms_per_op,
+            statement_timeout_ms: f.statement_timeout_ms,
+            request_loss: f.request_loss,
+            response_loss: f.response_loss,
+            offline_windows: f.offline.windows,
+            offline_duration_ms: pair(f.offline.duration_ms),
+            silent_drop_windows: f.silent_drop.windows,
+            silent_drop_duration_ms: pair(f.silent_drop.duration_ms),
+            kills: f.kills.count,
+            restart_delay_ms: pair(f.kills.restart_delay_ms),
+            token_expiries: f.token_expiry.count,
+            refresh_after_ms: pair(f.token_expiry.refresh_after_ms),
+            server_error_bursts: f.server_errors.bursts,
+            server_error_duration_ms: pair(f.server_errors.duration_ms),
+            server_error_status: f.server_errors.status,
         }
     }
 

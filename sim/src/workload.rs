@@ -50,25 +50,97 @@ pub struct Edit {
     pub bad: bool,
 }
 
-/// Per-user local state the generator tracks.
+/// What the generator must remember of a live entity: not its row (a
+/// 100,000-edit backlog would hold every row twice), only the parents it
+/// points at and, for an adjustment, its player (a delete carries it).
+#[derive(Default)]
+struct Facts {
+    links: Vec<(EntityType, String)>,
+    player_id: Value,
+}
+
+/// The live entities of one type, with the ids also in a vector so a random
+/// pick is O(1) (a delete swap-removes, so it is O(log n) too).
+#[derive(Default)]
+struct Live {
+    rows: BTreeMap<String, (usize, Facts)>,
+    order: Vec<String>,
+}
+
+impl Live {
+    fn insert(&mut self, id: String, facts: Facts) -> Option<Facts> {
+        if let Some((_, old)) = self.rows.get_mut(&id) {
+            return Some(std::mem::replace(old, facts));
+        }
+        self.rows.insert(id.clone(), (self.order.len(), facts));
+        self.order.push(id);
+        None
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Facts> {
+        let (at, facts) = self.rows.remove(id)?;
+        self.order.swap_remove(at);
+        if let Some(moved) = self.order.get(at) {
+            if let Some(entry) = self.rows.get_mut(moved) {
+                entry.0 = at;
+            }
+        }
+        Some(facts)
+    }
+}
+
+/// Per-user local state the generator tracks. Every operation on it is
+/// O(log n), so a 100,000-edit backlog generates in linear-ish time.
 #[derive(Default)]
 struct Local {
-    live: BTreeMap<EntityType, BTreeMap<String, Value>>,
+    live: BTreeMap<EntityType, Live>,
+    /// How many live games and adjustments point at each (parent type, id).
+    refs: BTreeMap<(EntityType, String), u32>,
     next_id: u64,
     has_settings: bool,
     has_warmup: bool,
 }
 
+/// The parents a game or adjustment row points at.
+fn parent_links(t: EntityType, data: &Value) -> Vec<(EntityType, String)> {
+    let row = match t {
+        EntityType::Game => &data["game"],
+        EntityType::PlayerAdjustment => data,
+        _ => return Vec::new(),
+    };
+    [
+        ("season_id", EntityType::Season),
+        ("tournament_id", EntityType::Tournament),
+        ("team_id", EntityType::Team),
+    ]
+    .into_iter()
+    .filter_map(|(col, pt)| {
+        row.get(col)
+            .and_then(Value::as_str)
+            .map(|id| (pt, id.to_string()))
+    })
+    .collect()
+}
+
 impl Local {
-    fn ids(&self, t: EntityType) -> Vec<String> {
+    fn count(&self, t: EntityType) -> usize {
+        self.live.get(&t).map_or(0, |l| l.order.len())
+    }
+
+    fn contains(&self, t: EntityType, id: &str) -> bool {
+        self.live.get(&t).is_some_and(|l| l.rows.contains_key(id))
+    }
+
+    /// The player a live adjustment belongs to.
+    fn player_of(&self, id: &str) -> Value {
         self.live
-            .get(&t)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+            .get(&EntityType::PlayerAdjustment)
+            .and_then(|l| l.rows.get(id))
+            .map_or(Value::Null, |(_, f)| f.player_id.clone())
     }
 
     fn pick(&self, rng: &mut SplitMix64, t: EntityType) -> Option<String> {
-        let ids = self.ids(t);
+        let ids = &self.live.get(&t)?.order;
         if ids.is_empty() {
             None
         } else {
@@ -76,24 +148,50 @@ impl Local {
         }
     }
 
-    /// Whether a live game, adjustment or roster points at (t, id).
-    fn referenced(&self, t: EntityType, id: &str) -> bool {
-        let col = match t {
-            EntityType::Season => "season_id",
-            EntityType::Tournament => "tournament_id",
-            EntityType::Team => "team_id",
-            _ => return false,
+    /// Up to `n` live ids of a type (the oldest surviving ones first).
+    fn first_ids(&self, t: EntityType, n: usize) -> Vec<String> {
+        self.live
+            .get(&t)
+            .map(|l| l.order.iter().take(n).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn put(&mut self, t: EntityType, id: String, data: &Value) {
+        let facts = Facts {
+            links: parent_links(t, data),
+            player_id: if t == EntityType::PlayerAdjustment {
+                data["player_id"].clone()
+            } else {
+                Value::Null
+            },
         };
-        let points = |v: &Value| v.get(col).and_then(Value::as_str) == Some(id);
-        let games = self
-            .live
-            .get(&EntityType::Game)
-            .is_some_and(|m| m.values().any(|g| points(&g["game"])));
-        let adjustments = self
-            .live
-            .get(&EntityType::PlayerAdjustment)
-            .is_some_and(|m| m.values().any(points));
-        games || adjustments
+        for l in &facts.links {
+            *self.refs.entry(l.clone()).or_default() += 1;
+        }
+        let old = self.live.entry(t).or_default().insert(id, facts);
+        self.unlink(old);
+    }
+
+    fn remove(&mut self, t: EntityType, id: &str) {
+        let old = self.live.get_mut(&t).and_then(|l| l.remove(id));
+        self.unlink(old);
+    }
+
+    fn unlink(&mut self, old: Option<Facts>) {
+        let Some(old) = old else { return };
+        for l in old.links {
+            if let Some(n) = self.refs.get_mut(&l) {
+                *n -= 1;
+                if *n == 0 {
+                    self.refs.remove(&l);
+                }
+            }
+        }
+    }
+
+    /// Whether a live game or adjustment points at (t, id).
+    fn referenced(&self, t: EntityType, id: &str) -> bool {
+        self.refs.contains_key(&(t, id.to_string()))
     }
 }
 
@@ -181,19 +279,13 @@ impl Gen<'_> {
     ) {
         match kind {
             OpKind::Delete => {
-                if let Some(m) = self.local.live.get_mut(&t) {
-                    m.remove(&id);
-                }
+                self.local.remove(t, &id);
                 if t == EntityType::WarmupPlan {
                     self.local.has_warmup = false;
                 }
             }
             _ => {
-                self.local
-                    .live
-                    .entry(t)
-                    .or_default()
-                    .insert(id.clone(), data.clone());
+                self.local.put(t, id.clone(), &data);
                 match t {
                     EntityType::Settings => self.local.has_settings = true,
                     EntityType::WarmupPlan => self.local.has_warmup = true,
@@ -233,7 +325,7 @@ impl Gen<'_> {
         let t = if bad {
             // Bad records are players (jersey number out of range) or
             // adjustments (negative games played): CHECK violations, 23514.
-            if self.rng.next_u64() % 2 == 0 || self.local.ids(EntityType::Player).is_empty() {
+            if self.rng.next_u64() % 2 == 0 || self.local.count(EntityType::Player) == 0 {
                 EntityType::Player
             } else {
                 EntityType::PlayerAdjustment
@@ -279,11 +371,7 @@ impl Gen<'_> {
                 let Some(team) = self.local.pick(self.rng, EntityType::Team) else {
                     return self.create_plain(at, EntityType::Team, false);
                 };
-                let has = self
-                    .local
-                    .live
-                    .get(&t)
-                    .is_some_and(|m| m.contains_key(&team));
+                let has = self.local.contains(t, &team);
                 let k = kind_for(k, has);
                 let data = if k == OpKind::Delete {
                     Value::Null
@@ -328,13 +416,7 @@ impl Gen<'_> {
             let data = self.row(t, &id, false);
             return self.emit(at, t, id, OpKind::Update, data, false);
         }
-        if t == EntityType::Team
-            && self
-                .local
-                .live
-                .get(&EntityType::TeamRoster)
-                .is_some_and(|m| m.contains_key(&id))
-        {
+        if t == EntityType::Team && self.local.contains(EntityType::TeamRoster, &id) {
             self.emit(
                 at,
                 EntityType::TeamRoster,
@@ -345,7 +427,7 @@ impl Gen<'_> {
             );
         }
         let data = if t == EntityType::PlayerAdjustment {
-            let player = self.local.live[&t][&id]["player_id"].clone();
+            let player = self.local.player_of(&id);
             json!({ "player_id": player })
         } else {
             Value::Null
@@ -394,7 +476,7 @@ impl Gen<'_> {
     }
 
     fn touch(&mut self, at: i64, t: EntityType, id: &str) {
-        if self.local.live.get(&t).is_some_and(|m| m.contains_key(id)) {
+        if self.local.contains(t, id) {
             let data = self.row(t, id, false);
             self.emit(at, t, id.to_string(), OpKind::Update, data, false);
         }
@@ -420,11 +502,12 @@ impl Gen<'_> {
     }
 
     fn roster(&mut self) -> Value {
-        let players = self.local.ids(EntityType::Player);
         let n = (self.rng.next_u64() % 4) as usize;
         let mut rows = BTreeMap::new();
-        for _ in 0..n.min(players.len()) {
-            let p = players[(self.rng.next_u64() % players.len() as u64) as usize].clone();
+        for _ in 0..n.min(self.local.count(EntityType::Player)) {
+            let Some(p) = self.local.pick(self.rng, EntityType::Player) else {
+                break;
+            };
             let jersey = self.rng.range_i64(1, 99);
             rows.insert(
                 p.clone(),
@@ -466,7 +549,7 @@ impl Gen<'_> {
                 })
             }
             EntityType::Game => {
-                let players = self.local.ids(EntityType::Player);
+                let players = self.local.first_ids(EntityType::Player, 3);
                 let mut game_players = Vec::new();
                 for (i, p) in players.iter().take(3).enumerate() {
                     game_players.push(

@@ -31,6 +31,7 @@ use madsim::runtime::{Handle, Runtime};
 use madsim::time::{sleep, timeout, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,13 +54,43 @@ pub struct WorldParams {
     pub local_write_ms: i64,
     /// Server bugs planted on purpose (`sim explore --bug`); none by default.
     pub server_bugs: crate::server::ServerBugs,
+    /// An explicit workload and fault plan (a scenario's `[script]`, e.g. a
+    /// shrunk failure) instead of the ones the seed expands to. The seed
+    /// still drives madsim: loss draws, latencies, backoff jitter.
+    pub script: Option<Arc<Script>>,
+}
+
+/// A run's workload and faults as data: what the seed expands to, or what a
+/// scenario file spells out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Script {
+    pub edits: Vec<Edit>,
+    pub plan: FaultPlan,
+}
+
+impl WorldParams {
+    /// The edits and fault plan of one seed (the script's, if any).
+    pub fn expand(&self, seed: u64) -> Script {
+        match &self.script {
+            Some(script) => Script::clone(script),
+            None => Script {
+                edits: crate::workload::generate(&self.workload, seed),
+                plan: crate::nemesis::plan(&self.faults, self.workload.users, seed),
+            },
+        }
+    }
 }
 
 /// What a run leaves for the checkers and the report.
 #[derive(Debug)]
 pub struct RunOutput {
-    pub edits: Vec<Edit>,
+    /// The edits made bad on purpose (the checkers excuse their quarantine).
+    /// The others are consumed as the users make them: a 100,000-edit
+    /// workload kept to the end was a third of a run's peak memory.
+    pub bad_edits: Vec<Edit>,
     pub plan: FaultPlan,
+    /// Coverage marks reached, with how often.
+    pub marks: BTreeMap<&'static str, u64>,
     pub history: Vec<Event>,
     pub devices: Vec<DeviceFinal>,
     pub server: ServerModel,
@@ -175,9 +206,10 @@ struct Shared {
     params: WorldParams,
     config: EngineConfig,
     plan: FaultPlan,
-    edits: Vec<Edit>,
     start: Instant,
     history: Mutex<Vec<Event>>,
+    /// Coverage marks reached (see marks.rs), counted.
+    marks: Mutex<BTreeMap<&'static str, u64>>,
     trace: bool,
     server: Mutex<ServerModel>,
     next_req_id: AtomicU64,
@@ -191,19 +223,33 @@ struct DeviceShared {
     queue: Arc<Mutex<SyncQueue>>,
     /// Index of the user's next edit (the user's progress, not app memory).
     next_edit: AtomicUsize,
-    /// Edits of this user, by index into `Shared::edits`.
-    edit_indexes: Vec<usize>,
+    /// The user's edits not made yet, in time order; taken one by one.
+    edits: Mutex<VecDeque<Edit>>,
     online: AtomicBool,
     token_valid: AtomicBool,
     silent_drop: AtomicBool,
     alive: AtomicBool,
     nudge: tokio::sync::Notify,
     restarts: AtomicU64,
+    /// The request in flight (0: none) and the last one the server
+    /// committed: equal at a kill means "killed after commit, before
+    /// mark_batch_completed" (the `kill_after_commit` mark).
+    in_flight_req: AtomicU64,
+    last_committed_req: AtomicU64,
 }
 
 impl Shared {
     fn now_ms(&self) -> i64 {
         self.start.elapsed().as_millis() as i64
+    }
+
+    fn mark(&self, name: &'static str) {
+        *self
+            .marks
+            .lock()
+            .expect("marks")
+            .entry(crate::marks::known(name))
+            .or_default() += 1;
     }
 
     fn record(&self, e: Event) {
@@ -234,16 +280,22 @@ fn tune_sqlite() {
 pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -> RunOutput {
     tune_sqlite();
     let users = params.workload.users;
-    let edits = crate::workload::generate(&params.workload, seed);
-    let plan = crate::nemesis::plan(&params.faults, users, seed);
+    let Script { edits, plan } = params.expand(seed);
+    let bad_edits: Vec<Edit> = edits.iter().filter(|e| e.bad).cloned().collect();
+    let mut per_user: Vec<VecDeque<Edit>> = (0..users).map(|_| VecDeque::new()).collect();
+    for e in edits {
+        per_user[e.user as usize].push_back(e);
+    }
     let mut madsim_config = madsim::Config::default();
     // Latency is ours (FaultPlan); madsim's own stays minimal.
     madsim_config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(200);
     let rt = Runtime::with_seed_and_config(seed, madsim_config);
     let params = params.clone();
     rt.block_on(async move {
-        let devices = (0..users)
-            .map(|u| {
+        let devices = per_user
+            .into_iter()
+            .enumerate()
+            .map(|(u, edits)| {
                 let conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
                 // SQLite's default busy wait would freeze the simulation in
                 // real time; nothing else holds this database anyway.
@@ -253,18 +305,15 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
                 DeviceShared {
                     queue: Arc::new(Mutex::new(queue)),
                     next_edit: AtomicUsize::new(0),
-                    edit_indexes: edits
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, e)| e.user == u)
-                        .map(|(i, _)| i)
-                        .collect(),
+                    edits: Mutex::new(edits),
                     online: AtomicBool::new(true),
                     token_valid: AtomicBool::new(true),
                     silent_drop: AtomicBool::new(false),
                     alive: AtomicBool::new(true),
                     nudge: tokio::sync::Notify::new(),
                     restarts: AtomicU64::new(0),
+                    in_flight_req: AtomicU64::new(0),
+                    last_committed_req: AtomicU64::new(0),
                 }
             })
             .collect();
@@ -272,9 +321,9 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             params: params.clone(),
             config,
             plan: plan.clone(),
-            edits: edits.clone(),
             start: Instant::now(),
             history: Mutex::new(Vec::new()),
+            marks: Mutex::new(BTreeMap::new()),
             trace,
             server: Mutex::new(ServerModel::with_bugs(params.server_bugs)),
             next_req_id: AtomicU64::new(1),
@@ -314,8 +363,10 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             &mut *shared.server.lock().expect("server"),
             ServerModel::new(),
         );
+        let marks = std::mem::take(&mut *shared.marks.lock().expect("marks"));
         RunOutput {
-            edits,
+            marks,
+            bad_edits,
             plan,
             history,
             devices,
@@ -377,6 +428,16 @@ async fn run_world(shared: Arc<Shared>) {
                 "offline"
             }
             (0, false) => {
+                if d.queue
+                    .lock()
+                    .expect("queue")
+                    .status_counts()
+                    .expect("counts")
+                    .0
+                    > 0
+                {
+                    shared.mark("reconnect_with_backlog");
+                }
                 d.online.store(true, Ordering::SeqCst);
                 d.nudge.notify_one();
                 "online"
@@ -394,6 +455,11 @@ async fn run_world(shared: Arc<Shared>) {
                     continue;
                 }
                 handle.kill(nodes[u as usize].id());
+                shared.mark("app_killed");
+                let in_flight = d.in_flight_req.swap(0, Ordering::SeqCst);
+                if in_flight != 0 && in_flight == d.last_committed_req.load(Ordering::SeqCst) {
+                    shared.mark("kill_after_commit");
+                }
                 "app killed"
             }
             (2, false) => {
@@ -446,9 +512,7 @@ async fn run_world(shared: Arc<Shared>) {
     loop {
         let done = shared.devices.iter().all(|d| {
             let stats = d.queue.lock().expect("queue").stats(0).expect("stats");
-            d.next_edit.load(Ordering::SeqCst) >= d.edit_indexes.len()
-                && stats.pending == 0
-                && stats.syncing == 0
+            d.edits.lock().expect("edits").is_empty() && stats.pending == 0 && stats.syncing == 0
         });
         if done {
             shared.record(Event::Fault {
@@ -514,6 +578,7 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
     };
     let healed = shared.healed.load(Ordering::SeqCst);
     if !healed && FaultPlan::in_any(&plan.server_errors, shared.now_ms()) {
+        shared.mark("server_5xx");
         return reject(
             shared,
             RemoteError::Server {
@@ -523,6 +588,7 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
         );
     }
     let Some(auth) = call.auth else {
+        shared.mark("token_expired_401");
         return reject(
             shared,
             RemoteError::Auth {
@@ -536,6 +602,7 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
     let work_ms = 2 + (plan.server_ms_per_op * call.request.work_units() as f64) as i64;
     if work_ms > plan.statement_timeout_ms {
         sleep(Duration::from_millis(plan.statement_timeout_ms as u64)).await;
+        shared.mark("statement_timeout");
         return reject(
             shared,
             RemoteError::database("57014", "canceling statement due to statement timeout"),
@@ -552,6 +619,15 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
     };
     let reply = match applied {
         Ok((reply, effects)) => {
+            shared.devices[call.user as usize]
+                .last_committed_req
+                .store(call.req_id, Ordering::SeqCst);
+            if matches!(&reply, Reply::Bulk(r) if r.replayed) {
+                shared.mark("replay_answered");
+            }
+            if call.drop_response && !shared.healed.load(Ordering::SeqCst) {
+                shared.mark("response_lost_after_commit");
+            }
             shared.record(Event::Server {
                 t_ms: shared.now_ms(),
                 user: call.user,
@@ -574,7 +650,12 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
             });
             Err(e)
         }
-        Err(db) => reject(shared, RemoteError::database(&db.sqlstate, db.message)),
+        Err(db) => {
+            if db.sqlstate.starts_with("22") || db.sqlstate.starts_with("23") {
+                shared.mark("bad_record_rejected");
+            }
+            reject(shared, RemoteError::database(&db.sqlstate, db.message))
+        }
     };
     if call.drop_response && !shared.healed.load(Ordering::SeqCst) {
         // Committed (or rejected), but the reply never leaves: the client's
@@ -646,6 +727,10 @@ impl Host for SimHost {
         self.shared.now_ms()
     }
 
+    fn mark(&self, name: &'static str) {
+        self.shared.mark(name);
+    }
+
     fn is_online(&self) -> bool {
         self.shared.devices[self.user as usize]
             .online
@@ -692,9 +777,17 @@ impl SimRemote {
             ops: ctx.ops.clone(),
             bytes,
         });
+        d.in_flight_req.store(req_id, Ordering::SeqCst);
         let silent = d.silent_drop.load(Ordering::SeqCst);
         let lost = !healed && (silent || self.chance(plan.request_loss));
         let drop_response = !healed && (silent || self.chance(plan.response_loss));
+        if lost {
+            shared.mark(if silent {
+                "silent_drop"
+            } else {
+                "request_lost"
+            });
+        }
         let latency = self.rng.range_i64(plan.latency_ms.0, plan.latency_ms.1);
         let transfer_ms = latency + bytes as i64 / plan.bandwidth_bytes_per_ms;
         let auth = d
@@ -723,9 +816,12 @@ impl SimRemote {
         };
         let timeout_ms = ctx.timeout_ms.max(1) as u64;
         let result = match timeout(Duration::from_millis(timeout_ms), exchange).await {
-            Err(_) => Err(RemoteError::aborted(format!(
-                "request timed out after {timeout_ms} ms"
-            ))),
+            Err(_) => {
+                shared.mark("client_timeout");
+                Err(RemoteError::aborted(format!(
+                    "request timed out after {timeout_ms} ms"
+                )))
+            }
             Ok(Err(io)) => Err(RemoteError::Network {
                 message: io.to_string(),
             }),
@@ -738,6 +834,7 @@ impl SimRemote {
                 error: e.to_string(),
             },
         };
+        d.in_flight_req.store(0, Ordering::SeqCst);
         shared.record(Event::Complete {
             t_ms: shared.now_ms(),
             user: self.user,
@@ -874,17 +971,20 @@ async fn device_main(shared: Arc<Shared>, user: u32) {
 }
 
 fn record_depth(shared: &Shared, user: u32) {
-    let stats = shared.devices[user as usize]
+    let (pending, syncing, failed) = shared.devices[user as usize]
         .queue
         .lock()
         .expect("queue")
-        .stats(0)
-        .expect("stats");
+        .status_counts()
+        .expect("status counts");
+    if pending + syncing + failed > 1000 {
+        shared.mark("queue_over_1000");
+    }
     shared.record(Event::Depth {
         t_ms: shared.now_ms(),
         user,
-        depth: stats.pending + stats.syncing + stats.failed,
-        active: stats.pending + stats.syncing,
+        depth: pending + syncing + failed,
+        active: pending + syncing,
     });
 }
 
@@ -895,24 +995,31 @@ async fn user_main(shared: Arc<Shared>, user: u32) {
     let atomic = shared.config.hardening.atomic_local_write;
     let policy = shared.config.merge_policy();
     loop {
-        let next = d.next_edit.load(Ordering::SeqCst);
-        let Some(&global) = d.edit_indexes.get(next) else {
+        let Some(at_ms) = d.edits.lock().expect("edits").front().map(|e| e.at_ms) else {
             return;
         };
-        let edit = &shared.edits[global];
-        sleep_until_ms(&shared, edit.at_ms).await;
+        sleep_until_ms(&shared, at_ms).await;
+        // Taken now, with no await before the local write: a kill either
+        // comes before (the edit waits for the restart) or after it.
+        let edit = d
+            .edits
+            .lock()
+            .expect("edits")
+            .pop_front()
+            .expect("only this task takes edits");
+        let next = d.next_edit.load(Ordering::SeqCst);
         let op_id = format!("op-u{user}-{next}");
         let now = shared.now_ms();
         if atomic {
-            let outcome = d.queue.lock().expect("queue").write_and_enqueue(
-                edit.op.clone(),
-                &op_id,
-                now,
-                policy,
-            );
-            outcome.expect("workload edits are valid");
+            let event = edit_event(&shared, user, next, &op_id, &edit, true);
+            let written = d
+                .queue
+                .lock()
+                .expect("queue")
+                .write_and_enqueue(edit.op, &op_id, now, policy)
+                .expect("workload edits are valid");
             d.next_edit.fetch_add(1, Ordering::SeqCst);
-            record_edit(&shared, user, next, &op_id, edit, true);
+            shared.record(with_version(event, written.version));
         } else {
             let version = d
                 .queue
@@ -921,7 +1028,8 @@ async fn user_main(shared: Arc<Shared>, user: u32) {
                 .write_local(&edit.op)
                 .expect("local write");
             d.next_edit.fetch_add(1, Ordering::SeqCst);
-            record_edit(&shared, user, next, &op_id, edit, false);
+            let event = edit_event(&shared, user, next, &op_id, &edit, false);
+            shared.record(with_version(event, version));
             // The app's local write and its enqueue are separate IndexedDB
             // transactions: a kill in between loses the enqueue.
             sleep(Duration::from_millis(
@@ -931,7 +1039,7 @@ async fn user_main(shared: Arc<Shared>, user: u32) {
             d.queue
                 .lock()
                 .expect("queue")
-                .enqueue(edit.op.clone(), &op_id, version, shared.now_ms(), policy)
+                .enqueue(edit.op, &op_id, version, shared.now_ms(), policy)
                 .expect("workload edits are valid");
             shared.record(Event::Enqueued {
                 t_ms: shared.now_ms(),
@@ -942,24 +1050,25 @@ async fn user_main(shared: Arc<Shared>, user: u32) {
         // One depth sample per instant: a backlog enqueued at one time is
         // one step of the chart, and counting the queue per edit would make
         // a 10,000-edit import quadratic.
-        let next_at = d.edit_indexes.get(next + 1).map(|g| shared.edits[*g].at_ms);
-        if next_at != Some(edit.at_ms) {
+        let next_at = d.edits.lock().expect("edits").front().map(|e| e.at_ms);
+        if next_at != Some(at_ms) {
             record_depth(&shared, user);
         }
         d.nudge.notify_one();
     }
 }
 
-fn record_edit(shared: &Shared, user: u32, index: usize, op_id: &str, edit: &Edit, enqueued: bool) {
-    let version = shared.devices[user as usize]
-        .queue
-        .lock()
-        .expect("queue")
-        .local_entity(edit.op.entity_type, &edit.op.entity_id)
-        .expect("local entity")
-        .map(|e| e.version)
-        .unwrap_or(0);
-    shared.record(Event::Edit {
+/// The `Edit` event of an edit the user is making; `version` is filled in
+/// once the local write has bumped it (the write consumes the operation).
+fn edit_event(
+    shared: &Shared,
+    user: u32,
+    index: usize,
+    op_id: &str,
+    edit: &Edit,
+    enqueued: bool,
+) -> Event {
+    Event::Edit {
         t_ms: shared.now_ms(),
         user,
         index: index as u32,
@@ -967,10 +1076,17 @@ fn record_edit(shared: &Shared, user: u32, index: usize, op_id: &str, edit: &Edi
         entity_type: edit.op.entity_type,
         entity_id: edit.op.entity_id.clone(),
         kind: edit.op.kind,
-        version,
+        version: 0,
         bad: edit.bad,
         enqueued,
-    });
+    }
+}
+
+fn with_version(mut event: Event, v: i64) -> Event {
+    if let Event::Edit { version, .. } = &mut event {
+        *version = v;
+    }
+    event
 }
 
 /// One run with its verdicts and numbers.

@@ -1,5 +1,6 @@
 //! The hardened preset holds every invariant on every scenario, over each
-//! scenario's fixed seed list (`test_seeds`: 200, 20 for large-backlog).
+//! scenario's fixed seed list (`test_seeds`: 200, 20 for large-backlog),
+//! and reaches every coverage mark the scenario lists.
 //! One test per scenario so they run in parallel. A failure lists the
 //! replay command of every failing seed.
 //!
@@ -18,8 +19,10 @@ fn holds(name: &str) {
     let seeds = cap.map_or(s.test_seeds, |c| c.min(s.test_seeds));
     assert!(seeds > 0, "{name}: no seeds to run");
     let mut failures = Vec::new();
+    let mut reached = std::collections::BTreeSet::new();
     for seed in 0..seeds {
         let r = run_checked(&params, seed, s.engine_config(Preset::Hardened), false);
+        reached.extend(r.output.marks.keys().copied());
         for v in r.verdicts.iter().filter(|v| !v.ok) {
             failures.push(format!(
                 "{name} seed {seed}: {} ({}): {}\n  replay: cargo run -p sim -- replay {name} --seed {seed} --preset hardened --trace",
@@ -34,6 +37,19 @@ fn holds(name: &str) {
         "the hardened preset broke an invariant:\n{}",
         failures.join("\n")
     );
+    // Coverage marks: the states this scenario exists to reach were reached
+    // (a capped run may legitimately miss some).
+    if cap.is_none() {
+        let missing: Vec<&String> = s
+            .marks
+            .iter()
+            .filter(|m| !reached.contains(m.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{name}: marks never reached in {seeds} seeds: {missing:?}"
+        );
+    }
 }
 
 macro_rules! scenarios {

@@ -42,6 +42,10 @@ pub trait Host {
     fn is_online(&self) -> bool {
         true
     }
+    /// A coverage mark: the engine reached a named interesting state (a
+    /// simulator counts them to prove its faults still fire). No-op by
+    /// default.
+    fn mark(&self, _name: &'static str) {}
 }
 
 /// The three named configurations.
@@ -565,6 +569,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                     self.q().clear_batch_id(&ids)?;
                 } else if !kept.is_empty() {
                     info!(batch_id = %batch_id, ops = kept.len(), "re-sending unresolved batch");
+                    self.host.mark("batch_resent_same_id");
                     return self.send_bulk(kept, Some(batch_id)).await;
                 }
             }
@@ -739,6 +744,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                         self.q().mark_batch_aborted(&ids, &e.to_string(), now)?;
                         self.q().clear_batch_id(&ids)?;
                         self.stats.batch_splits += 1;
+                        self.host.mark("bad_record_isolated");
                         let mut left = group;
                         let right = left.split_off(left.len() / 2);
                         for half in [right, left] {
@@ -757,6 +763,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                     let too_big = e.is_indeterminate() || e.sqlstate() == Some("57014");
                     if too_big && h.adaptive_chunk {
                         self.chunk_limit = (self.chunk_limit / 2).max(1);
+                        self.host.mark("chunk_shrunk");
                     }
                     match self.fail(&ids, &e, true)? {
                         Sent::Stop => return Ok(Sent::Stop),
@@ -837,6 +844,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 Disposition::Permanent if single && h.isolate_bad_records => {
                     self.q().mark_quarantined(&ids[0], &msg)?;
                     self.stats.ops_quarantined += 1;
+                    self.host.mark("quarantined");
                     warn!(op = %ids[0], error = %msg, "operation quarantined");
                     Sent::Failed
                 }

@@ -1,0 +1,85 @@
+//! Coverage marks: named interesting states a run reached.
+//!
+//! Code marks a state where it happens (the world for faults, the engine
+//! through `Host::mark`). A scenario lists the marks it exists to reach
+//! (`marks = [...]`); a hardened sweep fails when one of them is reached by
+//! no seed, so a fault that silently stopped firing is noticed instead of
+//! leaving a scenario that tests nothing. Counts are per run, in a
+//! `BTreeMap`, so they reach reports in a fixed order.
+
+/// Every mark, with what it means.
+pub const MARKS: &[(&str, &str)] = &[
+    (
+        "request_lost",
+        "a request vanished before the server saw it",
+    ),
+    (
+        "response_lost_after_commit",
+        "the server committed a call and its response was lost",
+    ),
+    (
+        "kill_after_commit",
+        "the app was killed after the server committed its call, before mark_batch_completed",
+    ),
+    ("app_killed", "the app was killed"),
+    (
+        "reconnect_with_backlog",
+        "the device came back online with operations pending",
+    ),
+    ("silent_drop", "a request vanished in a silent-drop window"),
+    (
+        "client_timeout",
+        "a request timed out on the device (AbortError)",
+    ),
+    (
+        "token_expired_401",
+        "the server answered 401: the token had expired",
+    ),
+    ("server_5xx", "the server answered a 5xx burst status"),
+    (
+        "statement_timeout",
+        "a call ran past the statement timeout and was cancelled (57014)",
+    ),
+    (
+        "bad_record_rejected",
+        "the server rejected a call for a bad record (22xxx/23xxx)",
+    ),
+    (
+        "bad_record_isolated",
+        "the engine split a failed batch to isolate a bad record",
+    ),
+    ("quarantined", "the engine quarantined an operation"),
+    (
+        "batch_resent_same_id",
+        "the engine re-sent an unresolved batch under its batch id",
+    ),
+    (
+        "replay_answered",
+        "the server answered a batch id it had committed before",
+    ),
+    (
+        "chunk_shrunk",
+        "the engine halved its chunk size after a timeout",
+    ),
+    (
+        "queue_over_1000",
+        "a device queue held over 1,000 operations",
+    ),
+];
+
+/// Whether `name` is a known mark.
+pub fn is_known(name: &str) -> bool {
+    MARKS.iter().any(|(n, _)| *n == name)
+}
+
+/// The known names, for error messages.
+pub fn names() -> Vec<&'static str> {
+    MARKS.iter().map(|(n, _)| *n).collect()
+}
+
+/// The catalogue entry of a name used in code (a typo fails loudly in
+/// tests rather than never being reached).
+pub fn known(name: &'static str) -> &'static str {
+    debug_assert!(is_known(name), "mark {name} is not in marks::MARKS");
+    name
+}
