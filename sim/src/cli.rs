@@ -31,6 +31,18 @@ pub enum PresetArg {
     All,
 }
 
+impl PresetArg {
+    /// The one preset a command that runs a single world takes.
+    fn single(self, command: &str) -> Result<Preset, String> {
+        match self {
+            PresetArg::All => Err(format!("{command} takes one preset, not `all`")),
+            PresetArg::Individual => Ok(Preset::Individual),
+            PresetArg::Batched => Ok(Preset::Batched),
+            PresetArg::Hardened => Ok(Preset::Hardened),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Markdown,
@@ -270,11 +282,9 @@ pub fn run(cli: Cli) -> Outcome {
                 Ok(s) => s,
                 Err(e) => return bad_input(e),
             };
-            let preset = match preset {
-                PresetArg::All => return bad_input("replay takes one preset, not `all`"),
-                PresetArg::Individual => Preset::Individual,
-                PresetArg::Batched => Preset::Batched,
-                PresetArg::Hardened => Preset::Hardened,
+            let preset = match preset.single("replay") {
+                Ok(p) => p,
+                Err(e) => return bad_input(e),
             };
             let mut params = s.world_params();
             let mut config = s.engine_config(preset);
@@ -346,11 +356,9 @@ pub fn run(cli: Cli) -> Outcome {
                 Ok(s) => s,
                 Err(e) => return bad_input(e),
             };
-            let preset = match preset {
-                PresetArg::All => return bad_input("shrink takes one preset, not `all`"),
-                PresetArg::Individual => Preset::Individual,
-                PresetArg::Batched => Preset::Batched,
-                PresetArg::Hardened => Preset::Hardened,
+            let preset = match preset.single("shrink") {
+                Ok(p) => p,
+                Err(e) => return bad_input(e),
             };
             let bug = match bug
                 .as_deref()
