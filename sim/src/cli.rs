@@ -4,6 +4,7 @@
 //! of `individual` and `batched` are findings, printed, not failures); 1
 //! when the hardened preset broke one; 2 for bad input.
 
+use crate::explore::PlantedBug;
 use crate::report::{render_json, render_markdown, replay_command, ScenarioReport};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::world::run_checked;
@@ -102,7 +103,8 @@ pub enum Command {
         /// The checker to preserve (default: the first one the run fails).
         #[arg(long)]
         checker: Option<String>,
-        /// Upper bound on simulation runs.
+        /// Upper bound on candidates tried (each one run, two when the
+        /// hardened preset is the control).
         #[arg(long, default_value_t = 2000)]
         max_runs: u64,
         /// Where to write the scenario (default: NAME-PRESET[-BUG]-seedN.toml
@@ -202,6 +204,11 @@ fn load(name: &str, file: Option<&Path>) -> Result<Scenario, ScenarioError> {
     }
 }
 
+/// A `--bug` argument: none, or a bug of the catalogue.
+fn find_bug(name: Option<&str>) -> Result<Option<&'static PlantedBug>, String> {
+    name.map(PlantedBug::find).transpose()
+}
+
 fn bad_input(e: impl std::fmt::Display) -> Outcome {
     Outcome {
         code: 2,
@@ -286,21 +293,16 @@ pub fn run(cli: Cli) -> Outcome {
                 Ok(p) => p,
                 Err(e) => return bad_input(e),
             };
-            let mut params = s.world_params();
-            let mut config = s.engine_config(preset);
-            if let Some(b) = &bug {
-                match crate::explore::PlantedBug::find(b) {
-                    Ok(b) => b.plant(&mut config, &mut params),
-                    Err(e) => return bad_input(e),
-                }
-            }
+            let bug = match find_bug(bug.as_deref()) {
+                Ok(b) => b,
+                Err(e) => return bad_input(e),
+            };
+            let (params, config) = s.setup(preset, bug);
             let mut head = format!(
                 "replay {} seed {seed} preset {}{}\noptions:\n",
                 s.name,
                 preset.as_str(),
-                bug.as_deref()
-                    .map(|b| format!(" bug {b}"))
-                    .unwrap_or_default()
+                bug.map(|b| format!(" bug {}", b.name)).unwrap_or_default()
             );
             for (k, v) in params.expand(seed).plan.describe() {
                 head.push_str(&format!("  {k} = {v}\n"));
@@ -360,11 +362,7 @@ pub fn run(cli: Cli) -> Outcome {
                 Ok(p) => p,
                 Err(e) => return bad_input(e),
             };
-            let bug = match bug
-                .as_deref()
-                .map(crate::explore::PlantedBug::find)
-                .transpose()
-            {
+            let bug = match find_bug(bug.as_deref()) {
                 Ok(b) => b,
                 Err(e) => return bad_input(e),
             };
@@ -398,14 +396,14 @@ pub fn run(cli: Cli) -> Outcome {
             Outcome {
                 code: 0,
                 stdout: format!(
-                    "shrunk {} seed {seed} preset {}: {} still fails\n  before: {}\n  after:  {}\n  {} runs{}\n  wrote {}\n  replay: cargo run -p sim -- replay {} --file {} --seed {seed} --preset {}{} --trace\n",
+                    "shrunk {} seed {seed} preset {}: {} still fails\n  before: {}\n  after:  {}\n  {} candidates{}\n  wrote {}\n  replay: cargo run -p sim -- replay {} --file {} --seed {seed} --preset {}{} --trace\n",
                     s.name,
                     preset.as_str(),
                     r.checker,
                     r.before,
                     r.after,
                     r.runs,
-                    if r.minimal { ", minimal" } else { ", run budget spent: not minimal" },
+                    if r.minimal { ", minimal" } else { ", candidate budget spent: not minimal" },
                     path.display(),
                     r.scenario.name,
                     path.display(),
@@ -434,16 +432,13 @@ pub fn run(cli: Cli) -> Outcome {
             if !(0.0..=1.0).contains(&check_determinism) {
                 return bad_input("--check-determinism must be in [0, 1]");
             }
-            let preset = match preset {
-                PresetArg::All => return bad_input("explore takes one preset, not `all`"),
-                PresetArg::Individual => Preset::Individual,
-                PresetArg::Batched => Preset::Batched,
-                PresetArg::Hardened => Preset::Hardened,
+            let preset = match preset.single("explore") {
+                Ok(p) => p,
+                Err(e) => return bad_input(e),
             };
-            let bug = match bug.as_deref().map(crate::explore::PlantedBug::find) {
-                None => None,
-                Some(Ok(b)) => Some(b),
-                Some(Err(e)) => return bad_input(e),
+            let bug = match find_bug(bug.as_deref()) {
+                Ok(b) => b,
+                Err(e) => return bad_input(e),
             };
             let names = if name == "all" {
                 Scenario::known()

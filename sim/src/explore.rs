@@ -221,14 +221,15 @@ pub struct SweepOptions {
     pub progress: bool,
 }
 
-/// One seed's outcome: failed checkers, simulated time, and (when it was
-/// run twice) whether the two histories were identical.
-type SeedResult = (
-    Vec<&'static str>,
-    i64,
-    Option<Option<String>>,
-    Vec<&'static str>,
-);
+/// One seed's outcome.
+struct SeedResult {
+    failed: Vec<&'static str>,
+    sim_time_ms: i64,
+    /// When the seed ran twice: the first difference between the two
+    /// histories (`None` inside: identical).
+    determinism: Option<Option<String>>,
+    marks: Vec<&'static str>,
+}
 
 /// The first event at which two runs' histories differ, if any.
 fn first_difference(a: &[String], b: &[String]) -> Option<String> {
@@ -253,11 +254,7 @@ fn fingerprint(events: &[Event]) -> Vec<String> {
 /// runtime on its worker; results are gathered by seed, so the summary does
 /// not depend on scheduling.
 pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
-    let mut params = s.world_params();
-    let mut config = s.engine_config(o.preset);
-    if let Some(bug) = o.bug {
-        bug.plant(&mut config, &mut params);
-    }
+    let (params, config) = s.setup(o.preset, o.bug);
     let (k, m) = o.shard;
     let seeds: Vec<u64> = (o.start..o.start + o.seeds)
         .filter(|seed| (seed - o.start) % m == k - 1)
@@ -308,12 +305,12 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
                 });
                 results.lock().expect("results").insert(
                     seed,
-                    (
+                    SeedResult {
                         failed,
-                        r.metrics.sim_time_ms,
-                        det,
-                        r.output.marks.keys().copied().collect(),
-                    ),
+                        sim_time_ms: r.metrics.sim_time_ms,
+                        determinism: det,
+                        marks: r.output.marks.keys().copied().collect(),
+                    },
                 );
                 bar.inc(1);
             });
@@ -330,18 +327,18 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
         ..SweepSummary::default()
     };
     let mut sim_ms = 0i64;
-    for (seed, (failed, t, det, marks)) in results {
-        sim_ms += t;
-        for m in marks {
+    for (seed, r) in results {
+        sim_ms += r.sim_time_ms;
+        for m in r.marks {
             *out.marks.entry(m.to_string()).or_default() += 1;
         }
-        if !failed.is_empty() {
+        if !r.failed.is_empty() {
             out.failing_seeds.push(seed);
         }
-        for c in failed {
+        for c in r.failed {
             *out.violations.entry(c.to_string()).or_default() += 1;
         }
-        match det {
+        match r.determinism {
             Some(None) => out.determinism_checked += 1,
             Some(Some(diff)) => {
                 out.determinism_checked += 1;
@@ -435,9 +432,7 @@ pub fn render_text(s: &SweepSummary) -> String {
 /// fail in its scenario, with the checkers that failed.
 pub fn seeds_to_catch(bug: &'static PlantedBug, budget: u64) -> Option<(u64, Vec<&'static str>)> {
     let s = Scenario::embedded(bug.scenario).expect("bug scenario");
-    let mut params = s.world_params();
-    let mut config = s.engine_config(Preset::Hardened);
-    bug.plant(&mut config, &mut params);
+    let (params, config) = s.setup(Preset::Hardened, Some(bug));
     (0..budget).find_map(|seed| {
         let failed: Vec<&'static str> = run_checked(&params, seed, config.clone(), false)
             .verdicts

@@ -609,6 +609,20 @@ impl Scenario {
         }
     }
 
+    /// The world and engine of one preset, with a planted bug if any.
+    pub fn setup(
+        &self,
+        preset: Preset,
+        bug: Option<&crate::explore::PlantedBug>,
+    ) -> (WorldParams, sync_core::EngineConfig) {
+        let mut params = self.world_params();
+        let mut config = self.engine_config(preset);
+        if let Some(b) = bug {
+            b.plant(&mut config, &mut params);
+        }
+        (params, config)
+    }
+
     /// The engine configuration of a preset under this scenario.
     pub fn engine_config(&self, preset: Preset) -> sync_core::EngineConfig {
         let mut c = sync_core::EngineConfig::preset(preset);

@@ -23,8 +23,10 @@
 //! drops, latencies) come from the same stream; they can still shift as the
 //! run shrinks, which is why each candidate is re-run.
 //!
-//! Bound: at most `max_runs` runs; when the budget runs out the result is
-//! the smallest failing run found so far and says it is not minimal.
+//! Bound: at most `max_runs` candidates (each one run of the subject, plus
+//! one of the control when there is one); when the budget runs out the
+//! result is the smallest failing run found so far and says it is not
+//! minimal.
 
 use crate::explore::PlantedBug;
 use crate::nemesis::FaultPlan;
@@ -43,6 +45,7 @@ pub struct ShrinkOptions {
     pub bug: Option<&'static PlantedBug>,
     /// The checker to preserve; default: the first one the run fails.
     pub checker: Option<String>,
+    /// Upper bound on candidates tried (see the module's Bound).
     pub max_runs: u64,
 }
 
@@ -79,6 +82,7 @@ pub struct ShrinkResult {
     /// Whether candidates were held to the control (hardened, no bug).
     pub controlled: bool,
     pub checker: &'static str,
+    /// Candidates tried, the original run included.
     pub runs: u64,
     pub before: Size,
     pub after: Size,
@@ -237,15 +241,11 @@ fn ddmin(
 /// Shrinks one failing run of `s`. `Err` when the run does not fail (or not
 /// the asked checker): there is nothing to shrink.
 pub fn shrink(s: &Scenario, o: &ShrinkOptions) -> Result<ShrinkResult, String> {
-    let mut params: WorldParams = s.world_params();
-    let mut config: EngineConfig = s.engine_config(o.preset);
-    if let Some(bug) = o.bug {
-        bug.plant(&mut config, &mut params);
-    }
-    let full = params.expand(o.seed);
-    let failed_under = |params: &WorldParams, config: &EngineConfig, script: &Script| {
+    let (params, config) = s.setup(o.preset, o.bug);
+    let full = Arc::new(params.expand(o.seed));
+    let failed_under = |params: &WorldParams, config: &EngineConfig, script: &Arc<Script>| {
         let mut p = params.clone();
-        p.script = Some(Arc::new(script.clone()));
+        p.script = Some(Arc::clone(script));
         run_checked(&p, o.seed, config.clone(), false)
             .verdicts
             .iter()
@@ -253,11 +253,10 @@ pub fn shrink(s: &Scenario, o: &ShrinkOptions) -> Result<ShrinkResult, String> {
             .map(|v| v.checker)
             .collect::<Vec<&'static str>>()
     };
-    let failed_on = |script: &Script| failed_under(&params, &config, script);
-    let control_params = s.world_params();
-    let control_config = s.engine_config(Preset::Hardened);
+    let failed_on = |script: &Arc<Script>| failed_under(&params, &config, script);
+    let (control_params, control_config) = s.setup(Preset::Hardened, None);
     let holds_control =
-        |script: &Script| failed_under(&control_params, &control_config, script).is_empty();
+        |script: &Arc<Script>| failed_under(&control_params, &control_config, script).is_empty();
     let original = failed_on(&full);
     let use_control = !(o.preset == Preset::Hardened && o.bug.is_none()) && holds_control(&full);
     let checker: &'static str = match &o.checker {
@@ -289,7 +288,7 @@ pub fn shrink(s: &Scenario, o: &ShrinkOptions) -> Result<ShrinkResult, String> {
             return None;
         }
         runs += 1;
-        let candidate = select(&full, keep);
+        let candidate = Arc::new(select(&full, keep));
         let failed = failed_on(&candidate);
         Some(
             failed.contains(&checker)
@@ -348,7 +347,7 @@ pub fn scenario_file(r: &ShrinkResult, path: &std::path::Path) -> Result<String,
     let body = toml::to_string(&r.scenario).map_err(|e| format!("cannot write TOML: {e}"))?;
     let from = r.scenario.shrunk.as_ref().expect("a shrunk scenario");
     Ok(format!(
-        "# Shrunk by `sim shrink {} --seed {} --preset {}{}` ({} runs of delta\n\
+        "# Shrunk by `sim shrink {} --seed {} --preset {}{}` ({} candidates of delta\n\
          # debugging{}{}).\n\
          # Before: {}.\n\
          # After:  {}; still fails `{}`.\n\
@@ -358,7 +357,7 @@ pub fn scenario_file(r: &ShrinkResult, path: &std::path::Path) -> Result<String,
         from.preset.as_str(),
         from.bug.as_deref().map(|b| format!(" --bug {b}")).unwrap_or_default(),
         r.runs,
-        if r.minimal { "" } else { "; run budget spent, not minimal" },
+        if r.minimal { "" } else { "; candidate budget spent, not minimal" },
         if r.controlled { "; the hardened preset holds on it" } else { "" },
         r.before,
         r.after,

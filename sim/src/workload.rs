@@ -14,6 +14,7 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use sync_core::engine::SplitMix64;
+use sync_core::payload::row_parents;
 use sync_core::{EntityType, NewOperation, OpKind};
 
 /// What the workload is asked to do (from the scenario file).
@@ -101,27 +102,6 @@ struct Local {
     has_warmup: bool,
 }
 
-/// The parents a game or adjustment row points at.
-fn parent_links(t: EntityType, data: &Value) -> Vec<(EntityType, String)> {
-    let row = match t {
-        EntityType::Game => &data["game"],
-        EntityType::PlayerAdjustment => data,
-        _ => return Vec::new(),
-    };
-    [
-        ("season_id", EntityType::Season),
-        ("tournament_id", EntityType::Tournament),
-        ("team_id", EntityType::Team),
-    ]
-    .into_iter()
-    .filter_map(|(col, pt)| {
-        row.get(col)
-            .and_then(Value::as_str)
-            .map(|id| (pt, id.to_string()))
-    })
-    .collect()
-}
-
 impl Local {
     fn count(&self, t: EntityType) -> usize {
         self.live.get(&t).map_or(0, |l| l.order.len())
@@ -158,7 +138,7 @@ impl Local {
 
     fn put(&mut self, t: EntityType, id: String, data: &Value) {
         let facts = Facts {
-            links: parent_links(t, data),
+            links: row_parents(t, data),
             player_id: if t == EntityType::PlayerAdjustment {
                 data["player_id"].clone()
             } else {

@@ -30,11 +30,8 @@ fn shrunk_regressions_still_fail_their_checker() {
             .shrunk
             .clone()
             .unwrap_or_else(|| panic!("{}: no [shrunk]", path.display()));
-        let mut params = s.world_params();
-        let mut config = s.engine_config(shrunk.preset);
-        if let Some(b) = &shrunk.bug {
-            PlantedBug::find(b).unwrap().plant(&mut config, &mut params);
-        }
+        let bug = shrunk.bug.as_deref().map(|b| PlantedBug::find(b).unwrap());
+        let (params, config) = s.setup(shrunk.preset, bug);
         let r = run_checked(&params, shrunk.seed, config, false);
         let failed: Vec<&str> = r
             .verdicts

@@ -242,9 +242,15 @@ pub fn parents_of(op: &SyncOperation) -> Vec<(EntityType, String)> {
     if op.kind.is_delete() {
         return Vec::new();
     }
-    let row = match op.entity_type {
-        EntityType::Game => op.data.get("game").unwrap_or(&Value::Null),
-        EntityType::PlayerAdjustment => &op.data,
+    row_parents(op.entity_type, &op.data)
+}
+
+/// The season, tournament and team a game's or adjustment's data names, in
+/// that order; nothing for other types.
+pub fn row_parents(entity_type: EntityType, data: &Value) -> Vec<(EntityType, String)> {
+    let row = match entity_type {
+        EntityType::Game => data.get("game").unwrap_or(&Value::Null),
+        EntityType::PlayerAdjustment => data,
         _ => return Vec::new(),
     };
     [
