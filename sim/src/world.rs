@@ -32,6 +32,7 @@ use madsim::time::{sleep, timeout, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{c_int, c_void};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -260,21 +261,66 @@ impl Shared {
     }
 }
 
-/// Turns SQLite's memory statistics off, once per process, before the first
-/// connection: they take a global mutex on every allocation, which showed
-/// as a tenth of a sweep's profile and serializes worker threads.
+/// Tunes SQLite once per process, before the first connection:
+/// - memory statistics off: they take a global mutex on every allocation,
+///   which showed as a tenth of a sweep's profile and serialized workers;
+/// - SQLite allocates from mimalloc, like the rest of the simulator, instead
+///   of glibc's malloc: 5% more seeds a second on one core (three paired
+///   1,000-seed sweeps of offline-reconnect).
 fn tune_sqlite() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        let methods = rusqlite::ffi::sqlite3_mem_methods {
+            xMalloc: Some(sqlite_malloc),
+            xFree: Some(sqlite_free),
+            xRealloc: Some(sqlite_realloc),
+            xSize: Some(sqlite_size),
+            xRoundup: Some(sqlite_roundup),
+            xInit: Some(sqlite_mem_init),
+            xShutdown: Some(sqlite_mem_shutdown),
+            pAppData: std::ptr::null_mut(),
+        };
         // SAFETY: sqlite3_config may only run before SQLite is initialized
         // or after sqlite3_shutdown; Once runs this before any connection of
         // this process is opened by the simulator, and a failure (SQLite
-        // already initialized elsewhere) only leaves the default setting.
+        // already initialized elsewhere) only leaves the default setting,
+        // for both calls. SQLite copies `methods`, so a local is enough.
         unsafe {
             rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0);
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MALLOC,
+                &methods as *const rusqlite::ffi::sqlite3_mem_methods,
+            );
         }
     });
 }
+
+// SQLite's allocator hooks (`sqlite3_mem_methods`). SQLite never passes a
+// negative or zero size to xMalloc/xRealloc and needs 8-byte alignment,
+// which mimalloc gives to every block.
+unsafe extern "C" fn sqlite_malloc(n: c_int) -> *mut c_void {
+    // SAFETY: plain allocation; SQLite checks for null.
+    unsafe { libmimalloc_sys::mi_malloc(n.max(0) as usize) }
+}
+unsafe extern "C" fn sqlite_free(p: *mut c_void) {
+    // SAFETY: `p` came from sqlite_malloc/sqlite_realloc (or is null).
+    unsafe { libmimalloc_sys::mi_free(p) }
+}
+unsafe extern "C" fn sqlite_realloc(p: *mut c_void, n: c_int) -> *mut c_void {
+    // SAFETY: as sqlite_free.
+    unsafe { libmimalloc_sys::mi_realloc(p, n.max(0) as usize) }
+}
+unsafe extern "C" fn sqlite_size(p: *mut c_void) -> c_int {
+    // SAFETY: as sqlite_free; SQLite's blocks are far below 2 GiB.
+    unsafe { libmimalloc_sys::mi_usable_size(p) as c_int }
+}
+unsafe extern "C" fn sqlite_roundup(n: c_int) -> c_int {
+    (n.max(0) + 7) & !7
+}
+unsafe extern "C" fn sqlite_mem_init(_: *mut c_void) -> c_int {
+    rusqlite::ffi::SQLITE_OK
+}
+unsafe extern "C" fn sqlite_mem_shutdown(_: *mut c_void) {}
 
 /// Runs one world to completion.
 pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -> RunOutput {
@@ -381,7 +427,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
 async fn run_world(shared: Arc<Shared>) {
     let handle = Handle::current();
     let s = shared.clone();
-    let _server = handle
+    let server = handle
         .create_node()
         .name("server")
         .ip(IpAddr::V4(SERVER_IP))
@@ -537,6 +583,15 @@ async fn run_world(shared: Arc<Shared>) {
     let f = &shared.params.faults;
     let settle_ms = f.statement_timeout_ms + 2 * f.latency_ms.1 + 10_000;
     sleep(Duration::from_millis(settle_ms as u64)).await;
+    // Kill every node before the runtime goes: a task parked on a waker that
+    // `Shared` itself holds (a device's `nudge`) owns an `Arc<Shared>`, and
+    // dropping the runtime does not free such a cycle. Without this each
+    // world, queues and history included, leaked: 400 KB a seed, 400 MB
+    // over a 1,000-seed sweep.
+    handle.kill(server.id());
+    for node in &nodes {
+        handle.kill(node.id());
+    }
 }
 
 async fn sleep_until_ms(shared: &Shared, t_ms: i64) {
