@@ -259,12 +259,9 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     let seeds: Vec<u64> = (o.start..o.start + o.seeds)
         .filter(|seed| (seed - o.start) % m == k - 1)
         .collect();
-    // Every 1/fraction-th seed (by position) is run twice.
-    let every = if o.check_determinism > 0.0 {
-        (1.0 / o.check_determinism).round().max(1.0) as usize
-    } else {
-        usize::MAX
-    };
+    // Every 1/fraction-th seed (by position) is run twice; none at 0.
+    let every =
+        (o.check_determinism > 0.0).then(|| (1.0 / o.check_determinism).round().max(1.0) as usize);
     let next = AtomicU64::new(0);
     let results: Mutex<BTreeMap<u64, SeedResult>> = Mutex::new(BTreeMap::new());
     let wall = std::time::Instant::now();
@@ -296,7 +293,7 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
                     .filter(|v| !v.ok)
                     .map(|v| v.checker)
                     .collect();
-                let det = (i % every == 0).then(|| {
+                let det = every.is_some_and(|n| i % n == 0).then(|| {
                     let again = run(&params, seed, config.clone(), false);
                     first_difference(
                         &fingerprint(&r.output.history),

@@ -35,22 +35,24 @@ fn every_planted_bug_is_caught() {
 #[test]
 fn sweeps_are_deterministic_and_shard_cleanly() {
     let s = Scenario::embedded("flaky-network").unwrap();
-    let opts = |shard| SweepOptions {
+    let opts = |shard, check_determinism| SweepOptions {
         start: 0,
         seeds: 8,
         shard,
         jobs: 2,
         preset: Preset::Batched,
         bug: None,
-        check_determinism: 1.0,
+        check_determinism,
         require_marks: true,
         progress: false,
     };
-    let whole = sweep(&s, &opts((1, 1)));
+    let whole = sweep(&s, &opts((1, 1), 1.0));
     assert_eq!(whole.determinism_checked, 8);
     assert!(whole.nondeterministic_seeds.is_empty());
-    let a = sweep(&s, &opts((1, 2)));
-    let b = sweep(&s, &opts((2, 2)));
+    let a = sweep(&s, &opts((1, 2), 0.5));
+    let b = sweep(&s, &opts((2, 2), 0.0));
+    assert_eq!(a.determinism_checked, 2, "every second seed of the shard");
+    assert_eq!(b.determinism_checked, 0, "a fraction of 0 runs none twice");
     assert_eq!(a.seeds + b.seeds, whole.seeds);
     let mut both: Vec<u64> = a
         .failing_seeds

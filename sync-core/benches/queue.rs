@@ -1,6 +1,7 @@
 //! Queue benchmarks (criterion):
 //! - `enqueue`: write_and_enqueue into an in-memory queue (target: at least
-//!   50,000 operations/s);
+//!   50,000 operations/s), and write_and_enqueue_all (an import of 1,000
+//!   edits in one transaction);
 //! - `batch_cycle/N`: one `get_pending_batched(50)` + `mark_batch_syncing` +
 //!   `mark_batch_completed` at a backlog of N operations, kept constant by an
 //!   untimed refill (target: the 100k cycle costs at most 1.5x the 1k one).
@@ -46,6 +47,20 @@ fn enqueue(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             q.write_and_enqueue(op(n), &format!("op{n}"), n as i64, MergePolicy::PendingOnly)
+                .unwrap();
+        })
+    });
+    // An import of 1,000 edits in one transaction, per edit.
+    g.throughput(Throughput::Elements(1_000));
+    g.bench_function("write_and_enqueue_all/1000", |b| {
+        b.iter(|| {
+            let edits: Vec<(NewOperation, String)> = (0..1_000)
+                .map(|_| {
+                    n += 1;
+                    (op(n), format!("op{n}"))
+                })
+                .collect();
+            q.write_and_enqueue_all(edits, n as i64, MergePolicy::PendingOnly)
                 .unwrap();
         })
     });

@@ -481,3 +481,67 @@ fn single_flight_takes_one_operation_per_entity() {
         vec!["a", "b"]
     );
 }
+
+/// An edit of the import test: (type, entity, kind) as small numbers.
+fn import_op(step: usize, (t, id, kind): (u8, u8, u8)) -> (NewOperation, String) {
+    let t = [EntityType::Player, EntityType::Team, EntityType::Settings][t as usize];
+    let entity_id = t.fixed_id().map(str::to_string).unwrap_or(format!("e{id}"));
+    let kind = [OpKind::Create, OpKind::Update, OpKind::Delete][kind as usize];
+    let data = if kind == OpKind::Delete {
+        json!(null)
+    } else {
+        json!({"id": entity_id, "step": step})
+    };
+    let op = NewOperation {
+        entity_type: t,
+        entity_id,
+        kind,
+        data,
+    };
+    (op, format!("op{step}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// `write_and_enqueue_all` ends where one `write_and_enqueue` per edit
+    /// ends (same operations, local rows and answers), and a list with an
+    /// invalid edit (a settings delete) changes nothing at all.
+    #[test]
+    fn write_and_enqueue_all_equals_one_write_per_edit(
+        before in prop::collection::vec((0u8..3, 0u8..3, 0u8..3), 0..10),
+        import in prop::collection::vec((0u8..3, 0u8..3, 0u8..3), 0..30),
+        hardened in any::<bool>(),
+    ) {
+        let policy = if hardened { MergePolicy::PendingOrFailed } else { MergePolicy::PendingOnly };
+        let mut one = SyncQueue::open_in_memory().unwrap();
+        let mut all = SyncQueue::open_in_memory().unwrap();
+        // The same history before the import, one write at a time.
+        for (step, e) in before.into_iter().enumerate() {
+            let (op, id) = import_op(step, e);
+            let a = one.write_and_enqueue(op.clone(), &id, 1_000, policy).map_err(|e| e.to_string());
+            let b = all.write_and_enqueue(op, &id, 1_000, policy).map_err(|e| e.to_string());
+            prop_assert_eq!(a, b);
+        }
+        let snapshot = (all.all().unwrap(), all.local_entities().unwrap());
+        let edits: Vec<(NewOperation, String)> = import
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| import_op(100 + i, e))
+            .collect();
+        let invalid = edits.iter().any(|(op, _)| op.validate().is_err());
+        let batch = all.write_and_enqueue_all(edits.clone(), 2_000, policy);
+        if invalid {
+            prop_assert!(matches!(batch, Err(QueueError::Invalid(_))));
+            prop_assert_eq!((all.all().unwrap(), all.local_entities().unwrap()), snapshot);
+        } else {
+            let mut singles = Vec::new();
+            for (op, id) in edits {
+                singles.push(one.write_and_enqueue(op, &id, 2_000, policy).unwrap());
+            }
+            prop_assert_eq!(batch.unwrap(), singles);
+            prop_assert_eq!(all.all().unwrap(), one.all().unwrap());
+            prop_assert_eq!(all.local_entities().unwrap(), one.local_entities().unwrap());
+        }
+    }
+}
