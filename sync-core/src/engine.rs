@@ -414,7 +414,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// operations still in backoff are not work, or the loop would spin).
     fn has_ready_work(&self) -> Result<bool, EngineError> {
         let now = self.host.now_ms();
-        Ok(!self.q().get_pending(1, now)?.is_empty())
+        self.q().any_ready(now)
     }
 
     /// Runs passes until no ready work is left, the device is offline, a pass

@@ -673,6 +673,19 @@ impl SyncQueue {
         )
     }
 
+    /// Whether any pending operation is ready (`get_pending(1, now)` without
+    /// reading the operation).
+    pub fn any_ready(&self, now_ms: i64) -> Result<bool, QueueError> {
+        query_row(
+            &self.conn,
+            "SELECT EXISTS (SELECT 1 FROM ops INDEXED BY ops_by_time \
+             WHERE status = 'pending' AND ready_at_ms <= ?1)",
+            [now_ms],
+            |r| r.get(0),
+        )
+        .map_err(sql("any ready"))
+    }
+
     /// The plan's `getPendingBatched`: ready pending operations grouped by
     /// type, oldest first within a type, at most `max_per_type` each.
     pub fn get_pending_batched(
@@ -1026,8 +1039,12 @@ impl SyncQueue {
     ) -> Result<Option<(String, Vec<SyncOperation>)>, QueueError> {
         let batch: Option<String> = query_row(
             &self.conn,
-            "SELECT batch_id FROM ops WHERE batch_id IS NOT NULL AND status = 'pending' \
-                 AND ready_at_ms <= ?1 ORDER BY timestamp_ms, seq LIMIT 1",
+            // Through the partial index of rows with a batch id (the ones in
+            // flight or unresolved, a few batches' worth): left to itself
+            // SQLite walked every pending row in time order, O(backlog) per
+            // sync pass (4% of a 10,000-operation run).
+            "SELECT batch_id FROM ops INDEXED BY ops_by_batch WHERE batch_id IS NOT NULL \
+                 AND status = 'pending' AND ready_at_ms <= ?1 ORDER BY timestamp_ms, seq LIMIT 1",
             [now_ms],
             |r| r.get(0),
         )

@@ -311,6 +311,7 @@ fn run(cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
                     .take(limit)
                     .map(|o| o.id.clone())
                     .collect();
+                prop_assert_eq!(q.any_ready(now).unwrap(), !model.is_empty());
                 prop_assert_eq!(real, model);
             }
             Cmd::GetBatched { max, single } => {
