@@ -364,30 +364,22 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
     madsim_config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(200);
     let rt = Runtime::with_seed_and_config(seed, madsim_config);
     let params = params.clone();
-    rt.block_on(async move {
+    let (out, shared) = rt.block_on(async move {
         let devices = per_user
             .into_iter()
             .enumerate()
-            .map(|(u, edits)| {
-                let conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
-                // SQLite's default busy wait would freeze the simulation in
-                // real time; nothing else holds this database anyway.
-                conn.busy_timeout(Duration::ZERO).expect("busy_timeout");
-                let queue = SyncQueue::from_connection(conn, &format!("device-{u}"))
-                    .expect("fresh queue schema");
-                DeviceShared {
-                    queue: Arc::new(Mutex::new(queue)),
-                    next_edit: AtomicUsize::new(0),
-                    edits: Mutex::new(edits),
-                    online: AtomicBool::new(true),
-                    token_valid: AtomicBool::new(true),
-                    silent_drop: AtomicBool::new(false),
-                    alive: AtomicBool::new(true),
-                    nudge: tokio::sync::Notify::new(),
-                    restarts: AtomicU64::new(0),
-                    in_flight_req: AtomicU64::new(0),
-                    last_committed_req: AtomicU64::new(0),
-                }
+            .map(|(u, edits)| DeviceShared {
+                queue: Arc::new(Mutex::new(take_disk(u))),
+                next_edit: AtomicUsize::new(0),
+                edits: Mutex::new(edits),
+                online: AtomicBool::new(true),
+                token_valid: AtomicBool::new(true),
+                silent_drop: AtomicBool::new(false),
+                alive: AtomicBool::new(true),
+                nudge: tokio::sync::Notify::new(),
+                restarts: AtomicU64::new(0),
+                in_flight_req: AtomicU64::new(0),
+                last_committed_req: AtomicU64::new(0),
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -438,7 +430,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             ServerModel::new(),
         );
         let marks = std::mem::take(&mut *shared.marks.lock().expect("marks"));
-        RunOutput {
+        let out = RunOutput {
             marks,
             bad_edits,
             plan,
@@ -448,8 +440,73 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             drained_at_ms,
             end_ms,
             fault_phase_ms: params.faults.fault_phase_ms,
+        };
+        (out, shared)
+    });
+    // The runtime goes first: it drops the killed nodes' tasks, the last
+    // other owners of the world.
+    drop(rt);
+    return_disks(shared);
+    out
+}
+
+// ----- the disks ------------------------------------------------------------
+
+/// Users whose disks a worker thread keeps between runs (a bound on the pool).
+const DISKS_POOLED_MAX: usize = 64;
+
+thread_local! {
+    /// This thread's cleared queues from earlier runs, by user index. Opening
+    /// a database, creating its schema and compiling its statements was 9%
+    /// of a sweep's instructions (callgrind, offline-reconnect); a cleared
+    /// queue answers exactly as a fresh one (`SyncQueue::clear`, held by
+    /// sync-core's tests/queue_model.rs), so a seed's run does not depend on
+    /// what its worker ran before. The determinism self-check and the
+    /// committed reports (one process renders them all) would show if it did.
+    static DISKS: std::cell::RefCell<Vec<Option<SyncQueue>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// User `u`'s disk: this thread's cleared one, or a new in-memory database.
+fn take_disk(u: usize) -> SyncQueue {
+    let pooled = DISKS.with(|d| d.borrow_mut().get_mut(u).and_then(Option::take));
+    if let Some(mut queue) = pooled {
+        queue.clear().expect("clear a pooled queue");
+        return queue;
+    }
+    let conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
+    // SQLite's default busy wait would freeze the simulation in real time;
+    // nothing else holds this database anyway.
+    conn.busy_timeout(Duration::ZERO).expect("busy_timeout");
+    SyncQueue::from_connection(conn, &format!("device-{u}")).expect("fresh queue schema")
+}
+
+/// Keeps a finished world's disks for the next run on this thread. A world
+/// something still holds (none should) just drops its disks.
+fn return_disks(shared: Arc<Shared>) {
+    let Ok(shared) = Arc::try_unwrap(shared) else {
+        return;
+    };
+    DISKS.with(|d| {
+        let mut d = d.borrow_mut();
+        for (u, device) in shared
+            .devices
+            .into_iter()
+            .enumerate()
+            .take(DISKS_POOLED_MAX)
+        {
+            let Ok(queue) = Arc::try_unwrap(device.queue) else {
+                continue;
+            };
+            let Ok(queue) = queue.into_inner() else {
+                continue;
+            };
+            if d.len() <= u {
+                d.resize_with(u + 1, || None);
+            }
+            d[u] = Some(queue);
         }
-    })
+    });
 }
 
 async fn run_world(shared: Arc<Shared>) {

@@ -294,6 +294,23 @@ impl SyncQueue {
         SyncQueue::init(conn, PathBuf::from(name))
     }
 
+    /// Deletes every operation, local entity and sequence, in one
+    /// transaction (the app's sign-out). The schema and the connection stay,
+    /// and the queue then behaves exactly as a fresh one: `seq` is the rowid
+    /// and starts again at 1 in an empty table, and no answer depends on
+    /// where rows sit in pages (`tests/queue_model.rs` holds this).
+    pub fn clear(&mut self) -> Result<(), QueueError> {
+        let tx = Tx::begin(&self.conn).map_err(sql("clear"))?;
+        for q in [
+            "DELETE FROM ops",
+            "DELETE FROM entities",
+            "DELETE FROM sequences",
+        ] {
+            exec(&tx, q, []).map_err(sql("clear"))?;
+        }
+        tx.commit().map_err(sql("clear"))
+    }
+
     /// Gives the connection back (the simulator keeps it across an app kill).
     pub fn into_connection(self) -> rusqlite::Connection {
         self.conn

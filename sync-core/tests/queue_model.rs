@@ -269,7 +269,11 @@ fn compare(q: &SyncQueue, m: &Model) -> Result<(), TestCaseError> {
 }
 
 fn run(cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
-    let mut q = SyncQueue::open_in_memory().unwrap();
+    run_on(&mut SyncQueue::open_in_memory().unwrap(), cmds, policy)
+}
+
+/// Runs `cmds` on `q` and on a fresh model, comparing after every command.
+fn run_on(q: &mut SyncQueue, cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
     let mut m = Model::default();
     let mut now = 1_000i64;
     for (step, c) in cmds.into_iter().enumerate() {
@@ -330,7 +334,7 @@ fn run(cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
                 prop_assert_eq!(real, m.batched(max, single, now));
             }
             Cmd::Syncing(p) => {
-                let ids = ids_at(&q, &p);
+                let ids = ids_at(q, &p);
                 q.mark_batch_syncing(&ids, now, None).unwrap();
                 for o in m.by_ids(&ids) {
                     if o.status == OpStatus::Pending {
@@ -340,13 +344,13 @@ fn run(cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
                 }
             }
             Cmd::Completed(p) => {
-                let ids = ids_at(&q, &p);
+                let ids = ids_at(q, &p);
                 q.mark_batch_completed(&ids).unwrap();
                 m.ops
                     .retain(|o| !(ids.contains(&o.id) && o.status == OpStatus::Syncing));
             }
             Cmd::Failed(p, forever) => {
-                let ids = ids_at(&q, &p);
+                let ids = ids_at(q, &p);
                 q.mark_batch_failed(&ids, "boom", now, forever).unwrap();
                 for o in m.by_ids(&ids) {
                     if matches!(o.status, OpStatus::Syncing | OpStatus::Pending) {
@@ -363,7 +367,7 @@ fn run(cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
                 }
             }
             Cmd::Aborted(p) => {
-                let ids = ids_at(&q, &p);
+                let ids = ids_at(q, &p);
                 q.mark_batch_aborted(&ids, "abort", now).unwrap();
                 for o in m.by_ids(&ids) {
                     if matches!(o.status, OpStatus::Syncing | OpStatus::Pending) {
@@ -401,7 +405,7 @@ fn run(cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
             }
             Cmd::Advance(ms) => now += ms,
         }
-        compare(&q, &m)?;
+        compare(q, &m)?;
         let next_model = m
             .ops
             .iter()
@@ -431,6 +435,27 @@ proptest! {
     ) {
         let policy = if hardened { MergePolicy::PendingOrFailed } else { MergePolicy::PendingOnly };
         run(cmds, policy)?;
+    }
+
+    /// A cleared queue is a fresh one: after any history and `clear`, every
+    /// answer matches a fresh model's. The simulator reuses cleared queues
+    /// across seeds, so this is what keeps a seed's run independent of the
+    /// seeds its worker ran before.
+    #[test]
+    fn a_cleared_queue_behaves_as_a_fresh_one(
+        before in prop::collection::vec(cmd(), 0..40),
+        cmds in prop::collection::vec(cmd(), 1..40),
+        hardened in any::<bool>(),
+    ) {
+        let policy = if hardened { MergePolicy::PendingOrFailed } else { MergePolicy::PendingOnly };
+        let mut q = SyncQueue::open_in_memory().unwrap();
+        run_on(&mut q, before, policy)?;
+        q.next_sequence("batch").unwrap();
+        q.clear().unwrap();
+        prop_assert!(q.all().unwrap().is_empty());
+        prop_assert!(q.local_entities().unwrap().is_empty());
+        prop_assert_eq!(q.next_sequence("batch").unwrap(), 1);
+        run_on(&mut q, cmds, policy)?;
     }
 }
 
