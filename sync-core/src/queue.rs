@@ -388,14 +388,18 @@ impl SyncQueue {
     ) -> Result<EnqueueOutcome, QueueError> {
         op.validate().map_err(QueueError::Invalid)?;
         let tx = Tx::begin(&self.conn).map_err(sql("begin enqueue"))?;
-        let out = Self::enqueue_tx(&tx, op, op_id, version, now_ms, policy)?;
+        let data = op.data.to_string();
+        let out = Self::enqueue_tx(&tx, op, &data, op_id, version, now_ms, policy)?;
         tx.commit().map_err(sql("commit enqueue"))?;
         Ok(out)
     }
 
+    /// `data` is `op.data` as JSON text (the caller's, so that a local write
+    /// and its enqueue serialize it once).
     fn enqueue_tx(
         tx: &rusqlite::Connection,
         op: NewOperation,
+        data: &str,
         op_id: &str,
         version: i64,
         now_ms: i64,
@@ -421,7 +425,6 @@ impl SyncQueue {
         )
         .optional()
         .map_err(sql("find mergeable"))?;
-        let data = op.data.to_string();
         // `seq` is the rowid: left out, SQLite gives the row one more than
         // the largest seq, the same number a merge moves its row to.
         let insert = |tx: &rusqlite::Connection, id: &str| -> Result<(), QueueError> {
@@ -506,13 +509,14 @@ impl SyncQueue {
         }
     }
 
-    fn write_local_tx(tx: &rusqlite::Connection, op: &NewOperation) -> Result<i64, QueueError> {
+    /// `data` is `op.data` as JSON text; a delete stores `null`.
+    fn write_local_tx(
+        tx: &rusqlite::Connection,
+        op: &NewOperation,
+        data: &str,
+    ) -> Result<i64, QueueError> {
         let deleted = op.kind.is_delete();
-        let data = if deleted {
-            "null".to_string()
-        } else {
-            op.data.to_string()
-        };
+        let data = if deleted { "null" } else { data };
         // A new entity starts at version 1, an existing one (deleted
         // included: versions are never reused) goes one up. Read, then
         // upsert: an `UPSERT ... RETURNING` was 40% dearer per call under
@@ -555,8 +559,9 @@ impl SyncQueue {
     ) -> Result<Written, QueueError> {
         op.validate().map_err(QueueError::Invalid)?;
         let tx = Tx::begin(&self.conn).map_err(sql("begin write"))?;
-        let version = Self::write_local_tx(&tx, &op)?;
-        let outcome = Self::enqueue_tx(&tx, op, op_id, version, now_ms, policy)?;
+        let data = op.data.to_string();
+        let version = Self::write_local_tx(&tx, &op, &data)?;
+        let outcome = Self::enqueue_tx(&tx, op, &data, op_id, version, now_ms, policy)?;
         tx.commit().map_err(sql("commit write"))?;
         Ok(Written { outcome, version })
     }
@@ -578,8 +583,9 @@ impl SyncQueue {
         let tx = Tx::begin(&self.conn).map_err(sql("begin write"))?;
         let mut out = Vec::with_capacity(edits.len());
         for (op, op_id) in edits {
-            let version = Self::write_local_tx(&tx, &op)?;
-            let outcome = Self::enqueue_tx(&tx, op, &op_id, version, now_ms, policy)?;
+            let data = op.data.to_string();
+            let version = Self::write_local_tx(&tx, &op, &data)?;
+            let outcome = Self::enqueue_tx(&tx, op, &data, &op_id, version, now_ms, policy)?;
             out.push(Written { outcome, version });
         }
         tx.commit().map_err(sql("commit write"))?;
@@ -591,7 +597,7 @@ impl SyncQueue {
     pub fn write_local(&mut self, op: &NewOperation) -> Result<i64, QueueError> {
         op.validate().map_err(QueueError::Invalid)?;
         let tx = Tx::begin(&self.conn).map_err(sql("begin local write"))?;
-        let v = Self::write_local_tx(&tx, op)?;
+        let v = Self::write_local_tx(&tx, op, &op.data.to_string())?;
         tx.commit().map_err(sql("commit local write"))?;
         Ok(v)
     }
