@@ -457,7 +457,7 @@ const DISKS_POOLED_MAX: usize = 64;
 
 thread_local! {
     /// This thread's cleared queues from earlier runs, by user index. Opening
-    /// a database, creating its schema and compiling its statements was 9%
+    /// a database, creating its schema and compiling its statements cost 6%
     /// of a sweep's instructions (callgrind, offline-reconnect); a cleared
     /// queue answers exactly as a fresh one (`SyncQueue::clear`, held by
     /// sync-core's tests/queue_model.rs), so a seed's run does not depend on
