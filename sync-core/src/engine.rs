@@ -900,17 +900,17 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// (half fixed, half random) so devices do not retry in lockstep.
     fn schedule_jittered(&mut self, ids: &[String]) -> Result<(), EngineError> {
         let now = self.host.now_ms();
+        let mut ready = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(op) = self.q().get(id)? else {
+            let Some(retries) = self.q().retry_count(id)? else {
                 continue;
             };
-            let base =
-                crate::model::app_backoff_ms(op.retry_count.max(1)).min(self.config.backoff_cap_ms);
+            let base = crate::model::app_backoff_ms(retries.max(1)).min(self.config.backoff_cap_ms);
             let wait = base / 2 + self.rng.range_i64(0, base / 2);
-            self.q()
-                .set_ready_at(std::slice::from_ref(id), now + wait)?;
+            ready.push((id.clone(), now + wait));
             self.stats.retries_scheduled += 1;
         }
+        self.q().set_ready_at(&ready)?;
         Ok(())
     }
 
@@ -919,20 +919,12 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// higher version) supersedes it.
     fn drop_superseded(&mut self, ids: &[String]) -> Result<(), EngineError> {
         for id in ids {
-            let Some(op) = self.q().get(id)? else {
-                continue;
-            };
-            let newer = self
-                .q()
-                .ops_for_entity(op.entity_type, &op.entity_id)?
-                .into_iter()
-                .any(|o| o.id != op.id && o.version > op.version);
             // A quarantined operation goes too: the user's newer edit of
             // the entity replaces the bad record.
-            if newer {
-                self.q().remove(&op.id)?;
+            if self.q().superseded(id)? == Some(true) {
+                self.q().remove(id)?;
                 self.stats.ops_superseded += 1;
-                debug!(op = %op.id, "failed operation superseded by a newer edit");
+                debug!(op = %id, "failed operation superseded by a newer edit");
             }
         }
         Ok(())
@@ -954,25 +946,32 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// The queued operations (outside `in_batch`) that must reach the server
     /// before `op`: its parents' upserts; for a team's delete, its roster's
     /// operations (children's deletes before parents': the roster set would
-    /// fail once the team is gone).
+    /// fail once the team is gone). As (type, entity id, operation id), data
+    /// unread: most callers only ask whether there are any.
     fn blockers(
         &self,
         op: &SyncOperation,
         in_batch: &BTreeSet<String>,
-    ) -> Result<Vec<SyncOperation>, EngineError> {
+    ) -> Result<Vec<(EntityType, String, String)>, EngineError> {
         let mut out = Vec::new();
         if op.entity_type == EntityType::Team && op.kind.is_delete() {
             let roster = self
                 .q()
-                .ops_for_entity(EntityType::TeamRoster, &op.entity_id)?;
-            out.extend(roster.into_iter().filter(|r| !in_batch.contains(&r.id)));
+                .queued_for_entity(EntityType::TeamRoster, &op.entity_id)?;
+            out.extend(
+                roster
+                    .into_iter()
+                    .filter(|(id, _)| !in_batch.contains(id))
+                    .map(|(id, _)| (EntityType::TeamRoster, op.entity_id.clone(), id)),
+            );
         }
-        for (t, id) in parents_of(op) {
-            let queued = self.q().ops_for_entity(t, &id)?;
+        for (t, entity_id) in parents_of(op) {
+            let queued = self.q().queued_for_entity(t, &entity_id)?;
             out.extend(
                 queued
                     .into_iter()
-                    .filter(|p| !p.kind.is_delete() && !in_batch.contains(&p.id)),
+                    .filter(|(id, kind)| !kind.is_delete() && !in_batch.contains(id))
+                    .map(|(id, _)| (t, entity_id.clone(), id)),
             );
         }
         Ok(out)
@@ -992,9 +991,9 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 && op.kind.is_delete()
                 && self
                     .q()
-                    .ops_for_entity(EntityType::Team, &op.entity_id)?
+                    .queued_for_entity(EntityType::Team, &op.entity_id)?
                     .iter()
-                    .any(|t| t.kind.is_delete());
+                    .any(|(_, kind)| kind.is_delete());
             if subsumed {
                 debug!(op = %op.id, "roster delete subsumed by its team's delete");
                 self.q().remove(&op.id)?;
@@ -1034,15 +1033,17 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 .collect();
             let mut extra = Vec::new();
             for op in &ops {
-                for b in self.blockers(op, &ids)? {
+                for (t, entity_id, id) in self.blockers(op, &ids)? {
                     if pulled == MAX_PULLED_BLOCKERS {
                         break;
                     }
-                    let key = (b.entity_type, b.entity_id.clone());
-                    if b.entity_type.is_bulk()
-                        && !entities.contains(&key)
-                        && self.q().is_ready(&b.id, now)?
-                    {
+                    let key = (t, entity_id);
+                    if t.is_bulk() && !entities.contains(&key) && self.q().is_ready(&id, now)? {
+                        // Ready a moment ago, in this same synchronous
+                        // stretch: it is there.
+                        let Some(b) = self.q().get(&id)? else {
+                            continue;
+                        };
                         entities.insert(key);
                         extra.push(b);
                         pulled += 1;

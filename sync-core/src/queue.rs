@@ -1026,16 +1026,63 @@ impl SyncQueue {
         Ok(self.len()? == 0)
     }
 
-    /// Every queued operation (any status) of this entity, oldest first.
-    pub fn ops_for_entity(
+    /// The id and kind of every queued operation (any status) of this
+    /// entity, oldest first. Dependency checks only ask what is queued, so
+    /// the data is neither read nor parsed (that was 5% of a 10,000-operation
+    /// run).
+    pub fn queued_for_entity(
         &self,
         entity_type: EntityType,
         entity_id: &str,
-    ) -> Result<Vec<SyncOperation>, QueueError> {
-        self.query_ops(
-            "WHERE entity_type = ?1 AND entity_id = ?2 ORDER BY seq",
-            &[&entity_type.as_str(), &entity_id],
+    ) -> Result<Vec<(String, OpKind)>, QueueError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 ORDER BY seq",
+            )
+            .map_err(sql("queued for entity"))?;
+        let rows = stmt
+            .query_map(rusqlite::params![entity_type.as_str(), entity_id], |r| {
+                let kind: String = r.get(1)?;
+                let kind = OpKind::parse(&kind).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Text,
+                        format!("unknown operation kind {kind:?}").into(),
+                    )
+                })?;
+                Ok((r.get(0)?, kind))
+            })
+            .map_err(sql("queued for entity"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("queued for entity"))
+    }
+
+    /// Whether another queued operation of this operation's entity carries a
+    /// newer version; `None` when the operation is gone.
+    pub fn superseded(&self, op_id: &str) -> Result<Option<bool>, QueueError> {
+        query_row(
+            &self.conn,
+            "SELECT EXISTS (SELECT 1 FROM ops o2 WHERE o2.entity_type = ops.entity_type \
+             AND o2.entity_id = ops.entity_id AND o2.id != ops.id AND o2.version > ops.version) \
+             FROM ops WHERE id = ?1",
+            [op_id],
+            |r| r.get(0),
         )
+        .optional()
+        .map_err(sql("superseded"))
+    }
+
+    /// An operation's retry count; `None` when it is gone.
+    pub fn retry_count(&self, op_id: &str) -> Result<Option<u32>, QueueError> {
+        query_row(
+            &self.conn,
+            "SELECT retry_count FROM ops WHERE id = ?1",
+            [op_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql("retry count"))
     }
 
     /// Deletes one operation (hardened: a failed operation superseded by a
@@ -1097,15 +1144,18 @@ impl SyncQueue {
     }
 
     /// Overrides when these pending operations become ready (hardened
-    /// jittered backoff).
-    pub fn set_ready_at(&mut self, op_ids: &[String], ready_at_ms: i64) -> Result<(), QueueError> {
-        self.update_ids(
-            "set ready at",
-            "ready_at_ms = ?1 WHERE status = 'pending'",
-            op_ids,
-            &[&ready_at_ms],
-        )?;
-        Ok(())
+    /// jittered backoff): each (id, time) pair, in one transaction.
+    pub fn set_ready_at(&mut self, ready: &[(String, i64)]) -> Result<(), QueueError> {
+        let tx = Tx::begin(&self.conn).map_err(sql("set ready at"))?;
+        for (id, at) in ready {
+            exec(
+                &tx,
+                "UPDATE ops SET ready_at_ms = ?1 WHERE status = 'pending' AND id = ?2",
+                rusqlite::params![at, id],
+            )
+            .map_err(sql("set ready at"))?;
+        }
+        tx.commit().map_err(sql("set ready at"))
     }
 
     /// Whether this operation is pending, ready at `now_ms`, and its entity

@@ -265,6 +265,24 @@ fn compare(q: &SyncQueue, m: &Model) -> Result<(), TestCaseError> {
         })
         .collect();
     prop_assert_eq!(real, model);
+    // The dependency reads that skip the data agree with the model too.
+    let mut by_seq: Vec<&RefOp> = m.ops.iter().collect();
+    by_seq.sort_by_key(|o| o.seq);
+    for o in &m.ops {
+        let queued: Vec<(String, OpKind)> = by_seq
+            .iter()
+            .filter(|p| p.t == o.t && p.entity_id == o.entity_id)
+            .map(|p| (p.id.clone(), p.kind))
+            .collect();
+        prop_assert_eq!(q.queued_for_entity(o.t, &o.entity_id).unwrap(), queued);
+        let newer = m.ops.iter().any(|p| {
+            p.t == o.t && p.entity_id == o.entity_id && p.id != o.id && p.version > o.version
+        });
+        prop_assert_eq!(q.superseded(&o.id).unwrap(), Some(newer));
+        prop_assert_eq!(q.retry_count(&o.id).unwrap(), Some(o.retry));
+    }
+    prop_assert_eq!(q.superseded("no-such-op").unwrap(), None);
+    prop_assert_eq!(q.retry_count("no-such-op").unwrap(), None);
     Ok(())
 }
 
