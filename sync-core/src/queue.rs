@@ -181,29 +181,31 @@ fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> QueueError {
 }
 
 /// Reads one `ops` row selected with `OP_COLUMNS`.
+/// A text column holding a value this build does not know (column `i`).
+fn unknown(i: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        i,
+        rusqlite::types::Type::Text,
+        format!("unknown {what}").into(),
+    )
+}
+
 fn op_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncOperation> {
-    let bad = |i: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("unknown {what}").into(),
-        )
-    };
     let t: String = row.get(1)?;
     let kind: String = row.get(3)?;
     let data: String = row.get(4)?;
     let status: String = row.get(7)?;
     Ok(SyncOperation {
         id: row.get(0)?,
-        entity_type: EntityType::parse(&t).ok_or_else(|| bad(1, "entity type"))?,
+        entity_type: EntityType::parse(&t).ok_or_else(|| unknown(1, "entity type"))?,
         entity_id: row.get(2)?,
-        kind: OpKind::parse(&kind).ok_or_else(|| bad(3, "kind"))?,
+        kind: OpKind::parse(&kind).ok_or_else(|| unknown(3, "kind"))?,
         data: serde_json::from_str(&data).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
         })?,
         version: row.get(5)?,
         timestamp_ms: row.get(6)?,
-        status: OpStatus::parse(&status).ok_or_else(|| bad(7, "status"))?,
+        status: OpStatus::parse(&status).ok_or_else(|| unknown(7, "status"))?,
         retry_count: row.get(8)?,
         max_retries: row.get(9)?,
         last_error: row.get(10)?,
@@ -612,13 +614,7 @@ impl SyncQueue {
         let t: String = row.get(0)?;
         let data: String = row.get(2)?;
         Ok(LocalEntity {
-            entity_type: EntityType::parse(&t).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    "unknown entity type".into(),
-                )
-            })?,
+            entity_type: EntityType::parse(&t).ok_or_else(|| unknown(0, "entity type"))?,
             entity_id: row.get(1)?,
             data: serde_json::from_str(&data).map_err(|e| {
                 rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
@@ -1044,13 +1040,7 @@ impl SyncQueue {
         let rows = stmt
             .query_map(rusqlite::params![entity_type.as_str(), entity_id], |r| {
                 let kind: String = r.get(1)?;
-                let kind = OpKind::parse(&kind).ok_or_else(|| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        1,
-                        rusqlite::types::Type::Text,
-                        format!("unknown operation kind {kind:?}").into(),
-                    )
-                })?;
+                let kind = OpKind::parse(&kind).ok_or_else(|| unknown(1, "kind"))?;
                 Ok((r.get(0)?, kind))
             })
             .map_err(sql("queued for entity"))?;
