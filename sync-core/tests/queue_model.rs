@@ -297,21 +297,7 @@ fn run_on(q: &mut SyncQueue, cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), 
     for (step, c) in cmds.into_iter().enumerate() {
         match c {
             Cmd::Enqueue { t, id, kind } => {
-                let t = [EntityType::Player, EntityType::Team, EntityType::Settings][t as usize];
-                let entity_id = t.fixed_id().map(str::to_string).unwrap_or(format!("e{id}"));
-                let kind = [OpKind::Create, OpKind::Update, OpKind::Delete][kind as usize];
-                let data = if kind == OpKind::Delete {
-                    json!(null)
-                } else {
-                    json!({"id": entity_id, "step": step})
-                };
-                let op = NewOperation {
-                    entity_type: t,
-                    entity_id,
-                    kind,
-                    data,
-                };
-                let op_id = format!("op{step}");
+                let (op, op_id) = new_op(step, (t, id, kind));
                 let real = q.enqueue(op.clone(), &op_id, step as i64, now, policy);
                 let model = m.enqueue(op, &op_id, step as i64, now, policy);
                 match (real, model) {
@@ -526,8 +512,9 @@ fn single_flight_takes_one_operation_per_entity() {
     );
 }
 
-/// An edit of the import test: (type, entity, kind) as small numbers.
-fn import_op(step: usize, (t, id, kind): (u8, u8, u8)) -> (NewOperation, String) {
+/// The operation a step makes from (type, entity, kind) as small numbers,
+/// with its id.
+fn new_op(step: usize, (t, id, kind): (u8, u8, u8)) -> (NewOperation, String) {
     let t = [EntityType::Player, EntityType::Team, EntityType::Settings][t as usize];
     let entity_id = t.fixed_id().map(str::to_string).unwrap_or(format!("e{id}"));
     let kind = [OpKind::Create, OpKind::Update, OpKind::Delete][kind as usize];
@@ -562,7 +549,7 @@ proptest! {
         let mut all = SyncQueue::open_in_memory().unwrap();
         // The same history before the import, one write at a time.
         for (step, e) in before.into_iter().enumerate() {
-            let (op, id) = import_op(step, e);
+            let (op, id) = new_op(step, e);
             let a = one.write_and_enqueue(op.clone(), &id, 1_000, policy).map_err(|e| e.to_string());
             let b = all.write_and_enqueue(op, &id, 1_000, policy).map_err(|e| e.to_string());
             prop_assert_eq!(a, b);
@@ -571,7 +558,7 @@ proptest! {
         let edits: Vec<(NewOperation, String)> = import
             .into_iter()
             .enumerate()
-            .map(|(i, e)| import_op(100 + i, e))
+            .map(|(i, e)| new_op(100 + i, e))
             .collect();
         let invalid = edits.iter().any(|(op, _)| op.validate().is_err());
         let batch = all.write_and_enqueue_all(edits.clone(), 2_000, policy);
