@@ -119,11 +119,18 @@ pub fn check_all(run: &RunOutput) -> Vec<CheckResult> {
     ]
 }
 
+/// One applied effect with the operation it came from: (req_id, user, op,
+/// kind).
+type Effect<'a> = (u64, u32, &'a OpRef, EffectKind);
+
 /// The journal: every server event joined with the request that caused it.
 struct Journal<'a> {
     invokes: BTreeMap<u64, (&'static str, &'a [OpRef])>,
     /// (req_id, user, committed effects or rejection, partial write flag)
     server: Vec<(u64, u32, &'a ServerResult)>,
+    /// Matched once here for the four checkers that read them (matching is
+    /// O(effects x operations) per request).
+    effects: Vec<Effect<'a>>,
 }
 
 impl<'a> Journal<'a> {
@@ -146,18 +153,29 @@ impl<'a> Journal<'a> {
                 _ => {}
             }
         }
-        Journal { invokes, server }
+        let effects = Self::match_effects(&invokes, &server);
+        Journal {
+            invokes,
+            server,
+            effects,
+        }
     }
 
-    /// Every applied effect with the operation it came from: (req_id, user,
-    /// op, kind).
-    fn effects(&self) -> Vec<(u64, u32, &'a OpRef, EffectKind)> {
+    /// Every applied effect with the operation it came from.
+    fn effects(&self) -> &[Effect<'a>] {
+        &self.effects
+    }
+
+    fn match_effects(
+        invokes: &BTreeMap<u64, (&'static str, &'a [OpRef])>,
+        server: &[(u64, u32, &'a ServerResult)],
+    ) -> Vec<Effect<'a>> {
         let mut out = Vec::new();
-        for (req_id, user, result) in &self.server {
+        for (req_id, user, result) in server {
             let ServerResult::Committed { effects } = result else {
                 continue;
             };
-            let ops = self.invokes.get(req_id).map(|(_, o)| *o).unwrap_or(&[]);
+            let ops = invokes.get(req_id).map(|(_, o)| *o).unwrap_or(&[]);
             // An entity may appear twice in one plan payload (two queued
             // operations): match effects to operations in order, deletes to
             // deletes.
@@ -245,8 +263,8 @@ fn per_entity_order(j: &Journal) -> CheckResult {
     let mut t = Tally::default();
     // (user, type, id) -> (highest version applied, was it a delete)
     let mut held: BTreeMap<(u32, EntityType, String), (i64, bool)> = BTreeMap::new();
-    for (req_id, user, op, kind) in j.effects() {
-        let EffectKind::Applied { delete } = kind else {
+    for &(req_id, user, op, ref kind) in j.effects() {
+        let &EffectKind::Applied { delete } = kind else {
             continue;
         };
         let k = (user, op.entity_type, op.entity_id.clone());
@@ -276,7 +294,7 @@ fn per_entity_order(j: &Journal) -> CheckResult {
 fn exactly_once(j: &Journal) -> CheckResult {
     let mut t = Tally::default();
     let mut seen: BTreeMap<(u32, String, i64), u64> = BTreeMap::new();
-    for (req_id, user, op, kind) in j.effects() {
+    for &(req_id, user, op, ref kind) in j.effects() {
         if !matches!(kind, EffectKind::Applied { .. }) {
             continue;
         }
@@ -429,7 +447,7 @@ fn no_lost_write(run: &RunOutput, j: &Journal, snaps: &[ServerSnapshot]) -> Chec
     let mut t = Tally::default();
     // Highest version applied on the server, per (user, type, id).
     let mut reached: BTreeMap<(u32, EntityType, String), i64> = BTreeMap::new();
-    for (_, user, op, kind) in j.effects() {
+    for &(_, user, op, ref kind) in j.effects() {
         if matches!(kind, EffectKind::Applied { .. } | EffectKind::Stale) {
             let e = reached
                 .entry((user, op.entity_type, op.entity_id.clone()))
@@ -497,7 +515,7 @@ fn referential_integrity(run: &RunOutput, j: &Journal, snaps: &[ServerSnapshot])
             }
         }
     }
-    for (req_id, _user, op, kind) in j.effects() {
+    for &(req_id, _user, op, ref kind) in j.effects() {
         if let EffectKind::LinkNulled { column } = kind {
             t.flag(
                 key(op.entity_type, &op.entity_id),
