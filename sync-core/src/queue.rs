@@ -975,27 +975,26 @@ impl SyncQueue {
     }
 
     /// Operations per status: (pending, syncing, failed). Cheaper than
-    /// `stats`: counts entries of the `ops_by_time` index without reading a
-    /// row (the simulator samples queue depth after every pass).
+    /// `stats`, which the simulator cannot afford after every pass: the
+    /// total is SQLite's `count(*)` of a whole index, which adds up cell
+    /// counts page by page instead of visiting rows, and only the few
+    /// syncing and failed rows are walked; pending is the rest. (Walking
+    /// every row was 4% of a 10,000-operation run.)
     pub fn status_counts(&self) -> Result<(u64, u64, u64), QueueError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT status, count(*) FROM ops INDEXED BY ops_by_time GROUP BY status",
-            )
-            .map_err(sql("status counts"))?;
-        let mut rows = stmt.query([]).map_err(sql("status counts"))?;
-        let mut counts = (0, 0, 0);
-        while let Some(r) = rows.next().map_err(sql("status counts"))? {
-            let status: String = r.get(0).map_err(sql("status counts"))?;
-            let n = r.get::<_, i64>(1).map_err(sql("status counts"))? as u64;
-            match status.as_str() {
-                "pending" => counts.0 = n,
-                "syncing" => counts.1 = n,
-                _ => counts.2 = n,
-            }
-        }
-        Ok(counts)
+        // Two equality ranges, not `status IN (...)`: an IN list made SQLite
+        // build an ephemeral table per call, dearer than the counting itself
+        // on small queues.
+        let (total, syncing, failed): (i64, i64, i64) = query_row(
+            &self.conn,
+            "SELECT (SELECT count(*) FROM ops), \
+             (SELECT count(*) FROM ops INDEXED BY ops_by_time WHERE status = 'syncing'), \
+             (SELECT count(*) FROM ops INDEXED BY ops_by_time WHERE status = 'failed')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(sql("status counts"))?;
+        let pending = (total - syncing - failed).max(0) as u64;
+        Ok((pending, syncing as u64, failed as u64))
     }
 
     /// Earliest time a pending operation becomes ready, if any is waiting.

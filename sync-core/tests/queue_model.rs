@@ -265,6 +265,15 @@ fn compare(q: &SyncQueue, m: &Model) -> Result<(), TestCaseError> {
         })
         .collect();
     prop_assert_eq!(real, model);
+    let count = |s: OpStatus| m.ops.iter().filter(|o| o.status == s).count() as u64;
+    prop_assert_eq!(
+        q.status_counts().unwrap(),
+        (
+            count(OpStatus::Pending),
+            count(OpStatus::Syncing),
+            count(OpStatus::Failed)
+        )
+    );
     // The dependency reads that skip the data agree with the model too.
     let mut by_seq: Vec<&RefOp> = m.ops.iter().collect();
     by_seq.sort_by_key(|o| o.seq);
