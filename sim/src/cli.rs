@@ -204,9 +204,17 @@ fn load(name: &str, file: Option<&Path>) -> Result<Scenario, ScenarioError> {
     }
 }
 
-/// A `--bug` argument: none, or a bug of the catalogue.
-fn find_bug(name: Option<&str>) -> Result<Option<&'static PlantedBug>, String> {
-    name.map(PlantedBug::find).transpose()
+/// The `--preset` and `--bug` (none, or a bug of the catalogue) of a
+/// command that runs one preset.
+fn preset_and_bug(
+    preset: PresetArg,
+    bug: Option<&str>,
+    command: &str,
+) -> Result<(Preset, Option<&'static PlantedBug>), String> {
+    Ok((
+        preset.single(command)?,
+        bug.map(PlantedBug::find).transpose()?,
+    ))
 }
 
 fn bad_input(e: impl std::fmt::Display) -> Outcome {
@@ -289,12 +297,8 @@ pub fn run(cli: Cli) -> Outcome {
                 Ok(s) => s,
                 Err(e) => return bad_input(e),
             };
-            let preset = match preset.single("replay") {
-                Ok(p) => p,
-                Err(e) => return bad_input(e),
-            };
-            let bug = match find_bug(bug.as_deref()) {
-                Ok(b) => b,
+            let (preset, bug) = match preset_and_bug(preset, bug.as_deref(), "replay") {
+                Ok(pb) => pb,
                 Err(e) => return bad_input(e),
             };
             let (params, config) = s.setup(preset, bug);
@@ -358,12 +362,8 @@ pub fn run(cli: Cli) -> Outcome {
                 Ok(s) => s,
                 Err(e) => return bad_input(e),
             };
-            let preset = match preset.single("shrink") {
-                Ok(p) => p,
-                Err(e) => return bad_input(e),
-            };
-            let bug = match find_bug(bug.as_deref()) {
-                Ok(b) => b,
+            let (preset, bug) = match preset_and_bug(preset, bug.as_deref(), "shrink") {
+                Ok(pb) => pb,
                 Err(e) => return bad_input(e),
             };
             if let Some(c) = &checker {
@@ -432,12 +432,8 @@ pub fn run(cli: Cli) -> Outcome {
             if !(0.0..=1.0).contains(&check_determinism) {
                 return bad_input("--check-determinism must be in [0, 1]");
             }
-            let preset = match preset.single("explore") {
-                Ok(p) => p,
-                Err(e) => return bad_input(e),
-            };
-            let bug = match find_bug(bug.as_deref()) {
-                Ok(b) => b,
+            let (preset, bug) = match preset_and_bug(preset, bug.as_deref(), "explore") {
+                Ok(pb) => pb,
                 Err(e) => return bad_input(e),
             };
             let names = if name == "all" {
