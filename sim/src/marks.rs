@@ -62,6 +62,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "the engine halved its chunk size after a timeout",
     ),
     (
+        "op_changed_before_mark",
+        "an operation changed (an edit merged into it, or replaced it) between its fetch for a batch and mark syncing; the engine sent what the queue held then",
+    ),
+    (
         "queue_over_1000",
         "a device queue held over 1,000 operations",
     ),

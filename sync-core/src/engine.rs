@@ -692,18 +692,18 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             if !self.host.is_online() {
                 return Ok(Sent::Stop);
             }
-            let ids: Vec<String> = group.iter().map(|o| o.id.clone()).collect();
             let now = self.host.now_ms();
-            self.q()
-                .mark_batch_syncing(&ids, now, batch_id.as_deref())?;
             // Build the payload from what is now marked syncing, not from
             // the copies fetched earlier: while earlier halves were in
             // flight a new edit may have merged into a pending operation
             // (the app's "lost update between fetch and mark syncing").
             let group = if PlantedEngineBugs::active(self.config.planted.stale_payload) {
+                let ids: Vec<String> = group.iter().map(|o| o.id.clone()).collect();
+                self.q()
+                    .mark_batch_syncing(&ids, now, batch_id.as_deref())?;
                 group
             } else {
-                self.reload_syncing(&ids)?
+                self.mark_syncing_fresh(group, now, batch_id.as_deref())?
             };
             if group.is_empty() {
                 continue;
@@ -776,15 +776,43 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         Ok(outcome)
     }
 
-    /// The operations among `ids` that are `syncing` now, fresh from the
-    /// queue, in the given order.
-    fn reload_syncing(&self, ids: &[String]) -> Result<Vec<SyncOperation>, EngineError> {
-        let q = self.q();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(op) = q.get(id)? {
-                if op.status == crate::model::OpStatus::Syncing {
-                    out.push(op);
+    /// Marks `group` syncing and returns the operations among it that are
+    /// syncing now, with their current content, in the same order. Most
+    /// copies are unchanged since they were fetched: a compare-and-set on
+    /// each row's `seq` marks those and keeps the copies. Only an operation
+    /// that changed (merged, or no longer pending) is marked by id and read
+    /// again, so the common case reads nothing.
+    fn mark_syncing_fresh(
+        &self,
+        group: Vec<SyncOperation>,
+        now_ms: i64,
+        batch_id: Option<&str>,
+    ) -> Result<Vec<SyncOperation>, EngineError> {
+        let mut q = self.q();
+        let marked = q.mark_batch_syncing_unchanged(&group, now_ms, batch_id)?;
+        let changed: Vec<String> = group
+            .iter()
+            .zip(&marked)
+            .filter(|(_, m)| !**m)
+            .map(|(o, _)| o.id.clone())
+            .collect();
+        if !changed.is_empty() {
+            q.mark_batch_syncing(&changed, now_ms, batch_id)?;
+            self.host.mark("op_changed_before_mark");
+        }
+        let mut out = Vec::with_capacity(group.len());
+        for (mut op, unchanged) in group.into_iter().zip(marked) {
+            if unchanged {
+                // What the UPDATE wrote, so the copy reads as the row does.
+                op.status = crate::model::OpStatus::Syncing;
+                op.last_attempt_ms = Some(now_ms);
+                if let Some(b) = batch_id {
+                    op.batch_id = Some(b.to_string());
+                }
+                out.push(op);
+            } else if let Some(current) = q.get(&op.id)? {
+                if current.status == crate::model::OpStatus::Syncing {
+                    out.push(current);
                 }
             }
         }

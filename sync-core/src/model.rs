@@ -208,6 +208,12 @@ pub struct SyncOperation {
     /// Set when the hardened engine isolated this operation as a bad record:
     /// status is `Failed` and `last_error` holds the server's error.
     pub quarantined: bool,
+    /// Its place in the queue (the row's SQLite rowid), which breaks
+    /// timestamp ties. A merge moves the operation to the back, past every
+    /// other row, so `seq` changes whenever `kind`, `data` or `version` do:
+    /// the same `id` and `seq` mean the same content (the compare-and-set of
+    /// [`crate::queue::SyncQueue::mark_batch_syncing_unchanged`]).
+    pub seq: i64,
 }
 
 /// Why an operation cannot be enqueued.

@@ -166,7 +166,7 @@ CREATE TABLE IF NOT EXISTS sequences (
 ";
 
 const OP_COLUMNS: &str = "id, entity_type, entity_id, kind, data, version, timestamp_ms, status, \
-     retry_count, max_retries, last_error, last_attempt_ms, created_at_ms, batch_id, quarantined";
+     retry_count, max_retries, last_error, last_attempt_ms, created_at_ms, batch_id, quarantined, seq";
 
 /// The durable queue. Not `Sync`: share it behind a mutex and never hold
 /// that mutex across an `.await` (a kill drops the future mid-transaction).
@@ -213,6 +213,7 @@ fn op_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncOperation> {
         created_at_ms: row.get(12)?,
         batch_id: row.get(13)?,
         quarantined: row.get::<_, i64>(14)? != 0,
+        seq: row.get(15)?,
     })
 }
 
@@ -815,6 +816,42 @@ impl SyncQueue {
             &[&now_ms, &batch_id],
         )?;
         Ok(())
+    }
+
+    /// `mark_batch_syncing` as a compare-and-set: marks each of `ops`
+    /// syncing only if its row is still pending and holds the content it
+    /// was read with, in one transaction, and says per operation whether it
+    /// did. The test is the row's `seq`: a merge always moves its row to a
+    /// new one (see [`SyncOperation::seq`]), and a cancel or replace removes
+    /// the id. A caller that gets `true` may send its copy's `kind`, `data`
+    /// and `version` without reading the row again. (Its bookkeeping fields,
+    /// such as `last_error`, are still as read.) An operation listed twice
+    /// is marked once. Cost: one rowid lookup per operation.
+    pub fn mark_batch_syncing_unchanged(
+        &mut self,
+        ops: &[SyncOperation],
+        now_ms: i64,
+        batch_id: Option<&str>,
+    ) -> Result<Vec<bool>, QueueError> {
+        let tx = Tx::begin(&self.conn).map_err(sql("mark syncing unchanged"))?;
+        let mut marked = Vec::with_capacity(ops.len());
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "UPDATE ops SET status = 'syncing', last_attempt_ms = ?1, \
+                     batch_id = COALESCE(?2, batch_id) \
+                     WHERE seq = ?3 AND id = ?4 AND status = 'pending'",
+                )
+                .map_err(sql("mark syncing unchanged"))?;
+            for op in ops {
+                let n = st
+                    .execute(rusqlite::params![now_ms, batch_id, op.seq, op.id])
+                    .map_err(sql("mark syncing unchanged"))?;
+                marked.push(n == 1);
+            }
+        }
+        tx.commit().map_err(sql("mark syncing unchanged"))?;
+        Ok(marked)
     }
 
     /// Deletes the given operations if they are still syncing, atomically.

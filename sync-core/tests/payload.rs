@@ -27,6 +27,7 @@ fn op(i: usize, t: EntityType, id: String, kind: OpKind, data: Value) -> SyncOpe
         created_at_ms: i as i64,
         batch_id: None,
         quarantined: false,
+        seq: i as i64 + 1,
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use sync_core::model::{
     app_ready_at_ms, merge_kinds, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind,
-    OpStatus, BACKOFF_CAP_MS,
+    OpStatus, SyncOperation, BACKOFF_CAP_MS,
 };
 use sync_core::queue::{BatchSelect, QueueError};
 use sync_core::SyncQueue;
@@ -31,6 +31,9 @@ enum Cmd {
     },
     /// Mark syncing the ops at these positions of the current list.
     Syncing(Vec<usize>),
+    /// Compare-and-set mark of the copies at these positions of the last
+    /// batch read (they may have changed since).
+    SyncingHeld(Vec<usize>),
     Completed(Vec<usize>),
     Failed(Vec<usize>, bool),
     Aborted(Vec<usize>),
@@ -47,6 +50,7 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         2 => (1usize..6).prop_map(|limit| Cmd::GetPending { limit }),
         2 => (1usize..4, any::<bool>()).prop_map(|(max, single)| Cmd::GetBatched { max, single }),
         3 => picks().prop_map(Cmd::Syncing),
+        3 => picks().prop_map(Cmd::SyncingHeld),
         2 => picks().prop_map(Cmd::Completed),
         2 => (picks(), any::<bool>()).prop_map(|(p, f)| Cmd::Failed(p, f)),
         2 => picks().prop_map(Cmd::Aborted),
@@ -303,6 +307,9 @@ fn run(cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
 fn run_on(q: &mut SyncQueue, cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
     let mut m = Model::default();
     let mut now = 1_000i64;
+    // The copies the last batch read returned, each with the model's seq
+    // for it at that moment (the engine holds such copies across awaits).
+    let mut held: Vec<(SyncOperation, u64)> = Vec::new();
     for (step, c) in cmds.into_iter().enumerate() {
         match c {
             Cmd::Enqueue { t, id, kind } => {
@@ -332,7 +339,7 @@ fn run_on(q: &mut SyncQueue, cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), 
                 prop_assert_eq!(real, model);
             }
             Cmd::GetBatched { max, single } => {
-                let real: BTreeMap<EntityType, Vec<String>> = q
+                let real = q
                     .get_pending_batched(
                         BatchSelect {
                             max_per_type: max,
@@ -340,11 +347,52 @@ fn run_on(q: &mut SyncQueue, cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), 
                         },
                         now,
                     )
-                    .unwrap()
+                    .unwrap();
+                held = real
+                    .values()
+                    .flatten()
+                    .map(|o| {
+                        let seq = m.ops.iter().find(|x| x.id == o.id).map_or(0, |x| x.seq);
+                        (o.clone(), seq)
+                    })
+                    .collect();
+                let real: BTreeMap<EntityType, Vec<String>> = real
                     .into_iter()
                     .map(|(t, v)| (t, v.into_iter().map(|o| o.id).collect()))
                     .collect();
                 prop_assert_eq!(real, m.batched(max, single, now));
+            }
+            Cmd::SyncingHeld(p) => {
+                let picked: Vec<&(SyncOperation, u64)> =
+                    p.iter().filter_map(|i| held.get(*i)).collect();
+                let copies: Vec<SyncOperation> = picked.iter().map(|(o, _)| o.clone()).collect();
+                let real = q.mark_batch_syncing_unchanged(&copies, now, None).unwrap();
+                let mut model = Vec::new();
+                for (copy, seq) in &picked {
+                    let o = m.ops.iter_mut().find(|o| o.id == copy.id);
+                    let unchanged = o.is_some_and(|o| {
+                        let hit = o.seq == *seq && o.status == OpStatus::Pending;
+                        if hit {
+                            o.status = OpStatus::Syncing;
+                            o.last_attempt = Some(now);
+                        }
+                        hit
+                    });
+                    model.push(unchanged);
+                }
+                prop_assert_eq!(&real, &model);
+                // What the engine relies on: a marked copy's content is the
+                // row's content.
+                let all = q.all().unwrap();
+                for (copy, marked) in copies.iter().zip(&real) {
+                    if *marked {
+                        let row = all.iter().find(|o| o.id == copy.id).unwrap();
+                        prop_assert_eq!(
+                            (&row.kind, &row.data, row.version, row.seq),
+                            (&copy.kind, &copy.data, copy.version, copy.seq)
+                        );
+                    }
+                }
             }
             Cmd::Syncing(p) => {
                 let ids = ids_at(q, &p);
