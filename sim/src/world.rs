@@ -157,10 +157,29 @@ impl ServerRequest {
         }
     }
 
+    /// The request's size as JSON, counted as it is written: nothing is
+    /// buffered (a 50-operation payload is kilobytes, and every request
+    /// is measured).
     fn wire_bytes(&self) -> u64 {
-        serde_json::to_vec(self)
-            .map(|v| v.len() as u64)
-            .unwrap_or(0)
+        let mut count = ByteCount(0);
+        match serde_json::to_writer(&mut count, self) {
+            Ok(()) => count.0,
+            Err(_) => 0,
+        }
+    }
+}
+
+/// An `io::Write` that only counts what is written to it.
+struct ByteCount(u64);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -165,8 +165,19 @@ CREATE TABLE IF NOT EXISTS sequences (
 ) WITHOUT ROWID;
 ";
 
-const OP_COLUMNS: &str = "id, entity_type, entity_id, kind, data, version, timestamp_ms, status, \
-     retry_count, max_retries, last_error, last_attempt_ms, created_at_ms, batch_id, quarantined, seq";
+/// `SELECT <every op column> FROM ops <rest>` as one literal: a hot read
+/// formats no string per call (the text is the statement cache's key).
+/// `op_from_row` reads the columns in this order.
+macro_rules! select_ops {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, entity_type, entity_id, kind, data, version, timestamp_ms, status, \
+             retry_count, max_retries, last_error, last_attempt_ms, created_at_ms, batch_id, \
+             quarantined, seq FROM ops ",
+            $rest
+        )
+    };
+}
 
 /// The durable queue. Not `Sync`: share it behind a mutex and never hold
 /// that mutex across an `.await` (a kill drops the future mid-transaction).
@@ -180,7 +191,7 @@ fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> QueueError {
     move |source| QueueError::Sqlite { context, source }
 }
 
-/// Reads one `ops` row selected with `OP_COLUMNS`.
+/// Reads one `ops` row selected with `select_ops!`.
 /// A text column holding a value this build does not know (column `i`).
 fn unknown(i: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -661,15 +672,13 @@ impl SyncQueue {
         Ok(out)
     }
 
+    /// Runs `query`, a `select_ops!` statement.
     fn query_ops(
         &self,
-        where_sql: &str,
+        query: &str,
         params: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<SyncOperation>, QueueError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {OP_COLUMNS} FROM ops {where_sql}"))
-            .map_err(sql("query ops"))?;
+        let mut stmt = self.conn.prepare_cached(query).map_err(sql("query ops"))?;
         let rows = stmt
             .query_map(params, op_from_row)
             .map_err(sql("query ops"))?;
@@ -677,12 +686,14 @@ impl SyncQueue {
     }
 
     pub fn get(&self, op_id: &str) -> Result<Option<SyncOperation>, QueueError> {
-        Ok(self.query_ops("WHERE id = ?1", &[&op_id])?.pop())
+        Ok(self
+            .query_ops(select_ops!("WHERE id = ?1"), &[&op_id])?
+            .pop())
     }
 
     /// Every operation, oldest first (tests and reports).
     pub fn all(&self) -> Result<Vec<SyncOperation>, QueueError> {
-        self.query_ops("ORDER BY timestamp_ms, seq", &[])
+        self.query_ops(select_ops!("ORDER BY timestamp_ms, seq"), &[])
     }
 
     /// Up to `limit` ready pending operations, oldest timestamp first.
@@ -693,8 +704,10 @@ impl SyncQueue {
     pub fn get_pending(&self, limit: usize, now_ms: i64) -> Result<Vec<SyncOperation>, QueueError> {
         let limit = limit.min(i64::MAX as usize) as i64;
         self.query_ops(
-            "INDEXED BY ops_by_time WHERE status = 'pending' AND ready_at_ms <= ?1 \
-             ORDER BY timestamp_ms, seq LIMIT ?2",
+            select_ops!(
+                "INDEXED BY ops_by_time WHERE status = 'pending' AND ready_at_ms <= ?1 \
+                 ORDER BY timestamp_ms, seq LIMIT ?2"
+            ),
             &[&now_ms, &limit],
         )
     }
@@ -732,19 +745,22 @@ impl SyncQueue {
             let mut limit = select.max_per_type;
             let mut picked: Vec<SyncOperation> = Vec::new();
             for _attempt in 0..8 {
-                let rows = self.query_ops(
-                    &format!(
-                        "INDEXED BY ops_pending_by_type WHERE status = 'pending' AND entity_type = ?1 \
-                         AND ready_at_ms <= ?2 {} ORDER BY timestamp_ms, seq LIMIT ?3",
-                        if single {
-                            "AND NOT EXISTS (SELECT 1 FROM ops o2 WHERE o2.entity_type = ops.entity_type \
-                             AND o2.entity_id = ops.entity_id AND o2.status = 'syncing')"
-                        } else {
-                            ""
-                        }
-                    ),
-                    &[&t.as_str(), &now_ms, &(limit as i64)],
-                )?;
+                let query = if single {
+                    select_ops!(
+                        "INDEXED BY ops_pending_by_type WHERE status = 'pending' \
+                         AND entity_type = ?1 AND ready_at_ms <= ?2 \
+                         AND NOT EXISTS (SELECT 1 FROM ops o2 WHERE o2.entity_type = ops.entity_type \
+                         AND o2.entity_id = ops.entity_id AND o2.status = 'syncing') \
+                         ORDER BY timestamp_ms, seq LIMIT ?3"
+                    )
+                } else {
+                    select_ops!(
+                        "INDEXED BY ops_pending_by_type WHERE status = 'pending' \
+                         AND entity_type = ?1 AND ready_at_ms <= ?2 \
+                         ORDER BY timestamp_ms, seq LIMIT ?3"
+                    )
+                };
+                let rows = self.query_ops(query, &[&t.as_str(), &now_ms, &(limit as i64)])?;
                 let exhausted = rows.len() < limit;
                 picked.clear();
                 let mut seen = std::collections::BTreeSet::new();
@@ -769,23 +785,20 @@ impl SyncQueue {
         Ok(out)
     }
 
-    /// Runs `UPDATE ops SET <set_and_where> AND id = ?` for each id, in one
-    /// transaction, through one cached statement (cost: O(ids)).
+    /// Runs `update` (an `UPDATE ops ...` whose last parameter is the id,
+    /// after `extra`) for each id, in one transaction, through one cached
+    /// statement (cost: O(ids)).
     fn update_ids(
         &mut self,
         context: &'static str,
-        set_and_where: &str,
+        update: &str,
         op_ids: &[String],
         extra: &[&dyn rusqlite::ToSql],
     ) -> Result<u64, QueueError> {
         let tx = Tx::begin(&self.conn).map_err(sql(context))?;
-        let q = format!(
-            "UPDATE ops SET {set_and_where} AND id = ?{}",
-            extra.len() + 1
-        );
         let mut n = 0u64;
         {
-            let mut st = tx.prepare_cached(&q).map_err(sql(context))?;
+            let mut st = tx.prepare_cached(update).map_err(sql(context))?;
             let mut params: Vec<&dyn rusqlite::ToSql> = extra.to_vec();
             params.push(&"");
             // An id listed twice is still one operation, updated once.
@@ -810,8 +823,8 @@ impl SyncQueue {
     ) -> Result<(), QueueError> {
         self.update_ids(
             "mark syncing",
-            "status = 'syncing', last_attempt_ms = ?1, batch_id = COALESCE(?2, batch_id) \
-             WHERE status = 'pending'",
+            "UPDATE ops SET status = 'syncing', last_attempt_ms = ?1, \
+             batch_id = COALESCE(?2, batch_id) WHERE status = 'pending' AND id = ?3",
             op_ids,
             &[&now_ms, &batch_id],
         )?;
@@ -883,10 +896,10 @@ impl SyncQueue {
         // capped), computed in SQL so the batch is one statement.
         self.update_ids(
             "mark failed",
-            "retry_count = retry_count + 1, last_error = ?1, last_attempt_ms = ?2, \
+            "UPDATE ops SET retry_count = retry_count + 1, last_error = ?1, last_attempt_ms = ?2, \
              status = CASE WHEN ?3 = 0 AND retry_count + 1 >= max_retries THEN 'failed' ELSE 'pending' END, \
              ready_at_ms = ?2 + MIN(1000 * (1 << MIN(retry_count, 20)), ?4) \
-             WHERE status IN ('syncing', 'pending')",
+             WHERE status IN ('syncing', 'pending') AND id = ?5",
             op_ids,
             &[&error, &now_ms, &forever, &crate::model::BACKOFF_CAP_MS],
         )?;
@@ -905,10 +918,10 @@ impl SyncQueue {
         // count is 0, else the backoff of the current count.
         self.update_ids(
             "mark aborted",
-            "status = 'pending', last_error = ?1, last_attempt_ms = ?2, \
+            "UPDATE ops SET status = 'pending', last_error = ?1, last_attempt_ms = ?2, \
              ready_at_ms = ?2 + CASE WHEN retry_count = 0 THEN ?3 \
              ELSE MIN(1000 * (1 << MIN(retry_count - 1, 20)), ?4) END \
-             WHERE status IN ('syncing', 'pending')",
+             WHERE status IN ('syncing', 'pending') AND id = ?5",
             op_ids,
             &[
                 &error,
@@ -1156,7 +1169,7 @@ impl SyncQueue {
             return Ok(None);
         };
         let ops = self.query_ops(
-            "WHERE batch_id = ?1 AND status = 'pending' ORDER BY timestamp_ms, seq",
+            select_ops!("WHERE batch_id = ?1 AND status = 'pending' ORDER BY timestamp_ms, seq"),
             &[&batch],
         )?;
         Ok(Some((batch, ops)))
@@ -1165,7 +1178,12 @@ impl SyncQueue {
     /// Forgets the batch id of these operations (their next send is a new
     /// request).
     pub fn clear_batch_id(&mut self, op_ids: &[String]) -> Result<(), QueueError> {
-        self.update_ids("clear batch id", "batch_id = NULL WHERE 1 = 1", op_ids, &[])?;
+        self.update_ids(
+            "clear batch id",
+            "UPDATE ops SET batch_id = NULL WHERE id = ?1",
+            op_ids,
+            &[],
+        )?;
         Ok(())
     }
 
