@@ -803,7 +803,9 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         let mut out = Vec::with_capacity(group.len());
         for (mut op, unchanged) in group.into_iter().zip(marked) {
             if unchanged {
-                // What the UPDATE wrote, so the copy reads as the row does.
+                // What the UPDATE wrote. Bookkeeping the compare does not
+                // cover (`last_error`, `retry_count`) stays as read; from
+                // here on only the content and the id are used.
                 op.status = crate::model::OpStatus::Syncing;
                 op.last_attempt_ms = Some(now_ms);
                 if let Some(b) = batch_id {
