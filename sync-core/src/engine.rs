@@ -26,7 +26,7 @@ use crate::model::{EntityType, MergePolicy, OpKind, SyncOperation};
 use crate::payload::{
     build_chunks, parents_of, server_order_key, BulkSyncPayload, ChunkOptions, DEFAULT_MAX_PER_TYPE,
 };
-use crate::queue::{BatchSelect, QueueError, SyncQueue};
+use crate::queue::{BatchIdAfter, BatchSelect, QueueError, SyncQueue};
 use crate::remote::{AppErrorClass, Disposition, GameSave, OpRef, Remote, RemoteError, RequestCtx};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -741,8 +741,12 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                         // Back to pending without penalty, then bisect. New
                         // batch ids: these are different requests.
                         let now = self.host.now_ms();
-                        self.q().mark_batch_aborted(&ids, &e.to_string(), now)?;
-                        self.q().clear_batch_id(&ids)?;
+                        self.q().mark_batch_aborted(
+                            &ids,
+                            &e.to_string(),
+                            now,
+                            BatchIdAfter::Forget,
+                        )?;
                         self.stats.batch_splits += 1;
                         self.host.mark("bad_record_isolated");
                         let mut left = group;
@@ -862,12 +866,13 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 Disposition::Transient { penalty: false } => {
                     // Abort or auth: no penalty; the 2 s rule applies. The
                     // batch id stays so the re-send is recognised.
-                    self.q().mark_batch_aborted(ids, &msg, now)?;
+                    self.q()
+                        .mark_batch_aborted(ids, &msg, now, BatchIdAfter::Keep)?;
                     Sent::Stop
                 }
                 Disposition::Transient { penalty: true } => {
-                    self.q().mark_batch_failed(ids, &msg, now, true)?;
-                    self.q().clear_batch_id(ids)?;
+                    self.q()
+                        .mark_batch_failed(ids, &msg, now, true, BatchIdAfter::Forget)?;
                     self.schedule_jittered(ids)?;
                     Sent::Stop
                 }
@@ -879,8 +884,8 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                     Sent::Failed
                 }
                 Disposition::Permanent => {
-                    self.q().mark_batch_failed(ids, &msg, now, true)?;
-                    self.q().clear_batch_id(ids)?;
+                    self.q()
+                        .mark_batch_failed(ids, &msg, now, true, BatchIdAfter::Forget)?;
                     self.schedule_jittered(ids)?;
                     Sent::Failed
                 }
@@ -897,11 +902,13 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         let sent = match class {
             _ if plan_batch => {
                 // The plan: any error marks the whole batch failed.
-                self.q().mark_batch_failed(ids, &msg, now, false)?;
+                self.q()
+                    .mark_batch_failed(ids, &msg, now, false, BatchIdAfter::Keep)?;
                 Sent::Failed
             }
             AppErrorClass::Abort | AppErrorClass::Auth => {
-                self.q().mark_batch_aborted(ids, &msg, now)?;
+                self.q()
+                    .mark_batch_aborted(ids, &msg, now, BatchIdAfter::Keep)?;
                 Sent::Failed
             }
             AppErrorClass::AlreadyExists => {
@@ -913,7 +920,8 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 Sent::Failed
             }
             AppErrorClass::Validation | AppErrorClass::Network => {
-                self.q().mark_batch_failed(ids, &msg, now, false)?;
+                self.q()
+                    .mark_batch_failed(ids, &msg, now, false, BatchIdAfter::Keep)?;
                 Sent::Failed
             }
         };

@@ -12,7 +12,7 @@ use sync_core::model::{
     app_ready_at_ms, merge_kinds, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind,
     OpStatus, SyncOperation, BACKOFF_CAP_MS,
 };
-use sync_core::queue::{BatchSelect, QueueError};
+use sync_core::queue::{BatchIdAfter, BatchSelect, QueueError};
 use sync_core::SyncQueue;
 
 #[derive(Clone, Debug)]
@@ -412,7 +412,8 @@ fn run_on(q: &mut SyncQueue, cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), 
             }
             Cmd::Failed(p, forever) => {
                 let ids = ids_at(q, &p);
-                q.mark_batch_failed(&ids, "boom", now, forever).unwrap();
+                q.mark_batch_failed(&ids, "boom", now, forever, BatchIdAfter::Keep)
+                    .unwrap();
                 for o in m.by_ids(&ids) {
                     if matches!(o.status, OpStatus::Syncing | OpStatus::Pending) {
                         o.retry += 1;
@@ -429,7 +430,8 @@ fn run_on(q: &mut SyncQueue, cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), 
             }
             Cmd::Aborted(p) => {
                 let ids = ids_at(q, &p);
-                q.mark_batch_aborted(&ids, "abort", now).unwrap();
+                q.mark_batch_aborted(&ids, "abort", now, BatchIdAfter::Keep)
+                    .unwrap();
                 for o in m.by_ids(&ids) {
                     if matches!(o.status, OpStatus::Syncing | OpStatus::Pending) {
                         o.status = OpStatus::Pending;
@@ -557,7 +559,8 @@ fn single_flight_takes_one_operation_per_entity() {
         ids(q.get_pending_batched(select(false), 10).unwrap()),
         vec!["b"]
     );
-    q.mark_batch_aborted(&["a".into()], "timeout", 10).unwrap();
+    q.mark_batch_aborted(&["a".into()], "timeout", 10, BatchIdAfter::Keep)
+        .unwrap();
     // Both pending and ready: one per entity, the oldest.
     assert_eq!(
         ids(q.get_pending_batched(select(true), 5_000).unwrap()),
@@ -566,6 +569,42 @@ fn single_flight_takes_one_operation_per_entity() {
     assert_eq!(
         ids(q.get_pending_batched(select(false), 5_000).unwrap()),
         vec!["a", "b"]
+    );
+}
+
+#[test]
+fn failures_keep_or_forget_the_batch_id_in_the_same_update() {
+    let mut q = SyncQueue::open_in_memory().unwrap();
+    let policy = MergePolicy::PendingOrFailed;
+    for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        let (op, _) = new_op(i, (0, i as u8, 0));
+        q.enqueue(op, id, 1, 0, policy).unwrap();
+    }
+    let all: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+    q.mark_batch_syncing(&all, 0, Some("b1")).unwrap();
+    q.mark_batch_aborted(&all[0..1], "timeout", 1, BatchIdAfter::Keep)
+        .unwrap();
+    q.mark_batch_aborted(&all[1..2], "split", 1, BatchIdAfter::Forget)
+        .unwrap();
+    q.mark_batch_failed(&all[2..3], "5xx", 1, true, BatchIdAfter::Keep)
+        .unwrap();
+    q.mark_batch_failed(&all[3..4], "22023", 1, true, BatchIdAfter::Forget)
+        .unwrap();
+    let batch_ids: Vec<(String, Option<String>, u32)> = q
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.id, o.batch_id, o.retry_count))
+        .collect();
+    let b1 = Some("b1".to_string());
+    assert_eq!(
+        batch_ids,
+        vec![
+            ("a".into(), b1.clone(), 0),
+            ("b".into(), None, 0),
+            ("c".into(), b1, 1),
+            ("d".into(), None, 1),
+        ]
     );
 }
 
