@@ -11,6 +11,7 @@
 //! | no_lost_write | every entity's last edit reached the server or is still reported (failed or quarantined) on the device |
 //! | referential_integrity | no game or adjustment on the server lost a parent link the device has |
 //! | tenant_isolation | every row a user holds is one of that user's entities |
+//! | no_busy_loop | no device runs more than a few sync passes that send nothing at one simulated instant |
 
 use crate::history::{Event, ServerResult};
 use crate::views::{expected, ServerSnapshot};
@@ -34,7 +35,7 @@ pub struct CheckResult {
     pub first_offender: Option<String>,
 }
 
-pub const CHECKERS: [&str; 7] = [
+pub const CHECKERS: [&str; 8] = [
     "atomicity",
     "per_entity_order",
     "exactly_once",
@@ -42,7 +43,15 @@ pub const CHECKERS: [&str; 7] = [
     "no_lost_write",
     "referential_integrity",
     "tenant_isolation",
+    "no_busy_loop",
 ];
+
+/// Sync passes that send nothing, per device and simulated instant, beyond
+/// which the engine is spinning. An engine that stops after an empty pass
+/// runs one per trigger, and a handful of triggers can share an instant
+/// (an edit's nudge, the interval, a restart); a busy loop runs until its
+/// pass bound (1,000).
+pub const IDLE_PASSES_PER_INSTANT_MAX: u64 = 8;
 
 #[derive(Default)]
 struct Tally {
@@ -116,6 +125,7 @@ pub fn check_all(run: &RunOutput) -> Vec<CheckResult> {
         no_lost_write(run, &j, &snaps),
         referential_integrity(run, &j, &snaps),
         tenant_isolation(run, &snaps),
+        no_busy_loop(run),
     ]
 }
 
@@ -547,4 +557,29 @@ fn tenant_isolation(run: &RunOutput, snaps: &[ServerSnapshot]) -> CheckResult {
         }
     }
     t.finish("tenant_isolation")
+}
+
+/// The app's busy loop: a re-check that counts operations still in backoff
+/// as work makes the engine run pass after pass at one instant, each
+/// sending nothing. Counted from the devices' `IdlePass` events.
+fn no_busy_loop(run: &RunOutput) -> CheckResult {
+    let mut t = Tally::default();
+    let mut idle: BTreeMap<(u32, i64), u64> = BTreeMap::new();
+    for e in &run.history {
+        if let Event::IdlePass { t_ms, user } = e {
+            *idle.entry((*user, *t_ms)).or_default() += 1;
+        }
+    }
+    for ((user, t_ms), n) in idle {
+        if n > IDLE_PASSES_PER_INSTANT_MAX {
+            t.flag(
+                format!("u{user}@{t_ms}ms"),
+                format!(
+                    "u{user} ran {n} sync passes that sent nothing at {t_ms} ms \
+                     (more than {IDLE_PASSES_PER_INSTANT_MAX}: a busy loop)"
+                ),
+            );
+        }
+    }
+    t.finish("no_busy_loop")
 }

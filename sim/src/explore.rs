@@ -140,6 +140,14 @@ pub const BUGS: &[PlantedBug] = &[
         kind: BugKind::Engine(|b| b.stale_payload = true),
         also_disable: None,
     },
+    PlantedBug {
+        name: "busy-loop",
+        breaks: "the re-check after a pass counts operations still in backoff as work, so the engine spins through passes that send nothing (the app's busy loop)",
+        caught_by: "no_busy_loop",
+        scenario: "server-overload",
+        kind: BugKind::Engine(|b| b.busy_loop = true),
+        also_disable: None,
+    },
 ];
 
 impl SweepSummary {

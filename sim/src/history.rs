@@ -86,6 +86,9 @@ pub enum Event {
         depth: u64,
         active: u64,
     },
+    /// A sync pass that sent nothing (ready work that had to wait, or a
+    /// busy loop).
+    IdlePass { t_ms: i64, user: u32 },
 }
 
 impl Event {
@@ -97,7 +100,8 @@ impl Event {
             | Event::Complete { t_ms, .. }
             | Event::Server { t_ms, .. }
             | Event::Fault { t_ms, .. }
-            | Event::Depth { t_ms, .. } => *t_ms,
+            | Event::Depth { t_ms, .. }
+            | Event::IdlePass { t_ms, .. } => *t_ms,
         }
     }
 
@@ -205,6 +209,9 @@ impl Event {
                 ..
             } => {
                 let _ = write!(s, "u{user} queue depth {depth} (active {active})");
+            }
+            Event::IdlePass { user, .. } => {
+                let _ = write!(s, "u{user} sync pass sent nothing");
             }
         }
         s

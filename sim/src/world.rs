@@ -890,6 +890,13 @@ impl Host for SimHost {
         self.shared.mark(name);
     }
 
+    fn idle_pass(&self) {
+        self.shared.record(Event::IdlePass {
+            t_ms: self.shared.now_ms(),
+            user: self.user,
+        });
+    }
+
     fn is_online(&self) -> bool {
         self.shared.devices[self.user as usize]
             .online

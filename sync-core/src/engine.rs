@@ -46,6 +46,9 @@ pub trait Host {
     /// simulator counts them to prove its faults still fire). No-op by
     /// default.
     fn mark(&self, _name: &'static str) {}
+    /// A sync pass ended without sending anything. A simulator records it:
+    /// many at one instant are a busy loop. No-op by default.
+    fn idle_pass(&self) {}
 }
 
 /// The three named configurations.
@@ -202,6 +205,11 @@ pub struct PlantedEngineBugs {
     /// `.await`s, not from what is marked syncing: a merge that lands in
     /// between is lost (the app's lost-update bug).
     pub stale_payload: bool,
+    /// The re-check after a pass counts operations still in backoff as
+    /// work, and a pass that sent nothing does not stop the loop: the
+    /// engine spins through empty passes until its pass bound (the app's
+    /// busy loop).
+    pub busy_loop: bool,
 }
 
 impl PlantedEngineBugs {
@@ -413,6 +421,10 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// Whether a ready operation is waiting (the re-check after a pass:
     /// operations still in backoff are not work, or the loop would spin).
     fn has_ready_work(&self) -> Result<bool, EngineError> {
+        if PlantedEngineBugs::active(self.config.planted.busy_loop) {
+            let (pending, _, _) = self.q().status_counts()?;
+            return Ok(pending > 0);
+        }
         let now = self.host.now_ms();
         self.q().any_ready(now)
     }
@@ -432,7 +444,12 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             };
             // A pass that sent nothing (every ready child waits for a
             // parent in backoff) would spin: stop until a trigger.
-            if sent == Sent::Stop || self.stats.requests == requests_before {
+            let idle = self.stats.requests == requests_before;
+            if idle {
+                self.host.idle_pass();
+            }
+            let spin = PlantedEngineBugs::active(self.config.planted.busy_loop);
+            if sent == Sent::Stop || (idle && !spin) {
                 return Ok(());
             }
         }
