@@ -148,6 +148,14 @@ pub const BUGS: &[PlantedBug] = &[
         kind: BugKind::Engine(|b| b.busy_loop = true),
         also_disable: None,
     },
+    PlantedBug {
+        name: "user-id-from-payload",
+        breaks: "the server trusts a row's user_id instead of auth.uid(): a tampered client writes into another user's data",
+        caught_by: "tenant_isolation",
+        scenario: "tenant-forgery",
+        kind: BugKind::Server(|b| b.user_id_from_payload = true),
+        also_disable: None,
+    },
 ];
 
 impl SweepSummary {

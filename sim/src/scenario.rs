@@ -70,6 +70,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "large-backlog",
         include_str!("../../scenarios/large-backlog.toml"),
     ),
+    (
+        "tenant-forgery",
+        include_str!("../../scenarios/tenant-forgery.toml"),
+    ),
 ];
 
 /// A scenario file.
@@ -240,6 +244,9 @@ pub struct WorkloadSection {
     pub bad_records: u32,
     pub delete_recreate: u32,
     pub children_first: bool,
+    /// The last user's client is tampered with: every row it writes claims
+    /// user 0's `user_id` (needs two users or more).
+    pub forged_user_id: bool,
 }
 
 impl Default for WorkloadSection {
@@ -253,6 +260,7 @@ impl Default for WorkloadSection {
             bad_records: 0,
             delete_recreate: 0,
             children_first: false,
+            forged_user_id: false,
         }
     }
 }
@@ -481,6 +489,12 @@ impl Scenario {
         if wl.kinds.create == 0 {
             return Err("workload.kinds.create must be non-zero".into());
         }
+        if wl.forged_user_id && w.users < 2 {
+            return Err(format!(
+                "workload.forged_user_id needs world.users >= 2 (a user to impersonate), got {}",
+                w.users
+            ));
+        }
         let f = &self.faults;
         range("faults.latency_ms", f.latency_ms)?;
         positive("faults.bandwidth_bytes_per_ms", f.bandwidth_bytes_per_ms)?;
@@ -564,6 +578,7 @@ impl Scenario {
                 bad_records: wl.bad_records,
                 delete_recreate: wl.delete_recreate,
                 children_first: wl.children_first,
+                forged_user_id: wl.forged_user_id,
             },
             faults: self.fault_params(),
             quiesce_budget_ms: w.quiesce_budget_ms,
@@ -685,6 +700,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("probability"), "{e}");
+        let e = Scenario::parse(
+            "name = \"x\"\nsummary = \"y\"\n[workload]\nforged_user_id = true\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("world.users >= 2"), "{e}");
         let e = Scenario::embedded("nope").unwrap_err();
         assert!(e.to_string().contains("offline-reconnect"), "{e}");
     }

@@ -187,6 +187,10 @@ pub fn expected(local: &LocalEntity) -> Option<Value> {
             m.insert("tactical".into(), d["tactical"].clone());
             Some(Value::Object(m))
         }
+        // `user_id` is not content: the server sets the owner from
+        // `auth.uid()` whatever a client writes (tenant_isolation checks
+        // ownership).
+        _ if d.get("user_id").is_some() => Some(without(d, &["user_id"])),
         _ => Some(d.clone()),
     }
 }

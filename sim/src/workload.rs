@@ -37,6 +37,12 @@ pub struct WorkloadParams {
     /// After a child edit, touch its parent so the parent's operation moves
     /// behind the child's in the queue (children before parents).
     pub children_first: bool,
+    /// A tampered client: the last user (of two or more) writes user 0's
+    /// uuid into the `user_id` of every plain entity row (players, teams,
+    /// seasons, tournaments, personnel, adjustments). The server must take
+    /// the owner from `auth.uid()` and ignore it; no random draw depends on
+    /// it, so the rest of the workload is the same either way.
+    pub forged_user_id: bool,
 }
 
 /// One edit the user makes.
@@ -500,6 +506,15 @@ impl Gen<'_> {
     /// A complete row in the server's shape (every data column, defaults
     /// spelled out) so local and server compare with `==`.
     fn row(&mut self, t: EntityType, id: &str, bad: bool) -> Value {
+        let mut row = self.honest_row(t, id, bad);
+        let tampered = self.params.forged_user_id && self.user + 1 == self.params.users;
+        if tampered && t != EntityType::Game {
+            row["user_id"] = json!(crate::server::UserId::from_index(0).uuid());
+        }
+        row
+    }
+
+    fn honest_row(&mut self, t: EntityType, id: &str, bad: bool) -> Value {
         let name = format!("{} {}", self.word(), self.rng.next_u64() % 1000);
         match t {
             EntityType::Player => json!({
@@ -581,7 +596,35 @@ mod tests {
             bad_records: 2,
             delete_recreate: 2,
             children_first: true,
+            forged_user_id: false,
         }
+    }
+
+    #[test]
+    fn a_forged_user_id_changes_only_the_last_users_rows() {
+        let honest = generate(&params(), 7);
+        let forged = generate(
+            &WorkloadParams {
+                forged_user_id: true,
+                ..params()
+            },
+            7,
+        );
+        assert_eq!(honest.len(), forged.len());
+        let victim = crate::server::UserId::from_index(0).uuid();
+        let mut claimed = 0;
+        for (h, f) in honest.iter().zip(&forged) {
+            let mut stripped = f.clone();
+            if let Some(m) = stripped.op.data.as_object_mut() {
+                if m.remove("user_id").is_some() {
+                    assert_eq!(f.user, 1, "only the tampered client forges");
+                    assert_eq!(f.op.data["user_id"], json!(victim));
+                    claimed += 1;
+                }
+            }
+            assert_eq!(h, &stripped, "nothing else changes");
+        }
+        assert!(claimed > 0, "the tampered client wrote forged rows");
     }
 
     #[test]

@@ -83,4 +83,5 @@ scenarios! {
     stale_replay => "stale-replay",
     parent_child => "parent-child",
     large_backlog => "large-backlog",
+    tenant_forgery => "tenant-forgery",
 }
