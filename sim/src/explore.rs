@@ -134,7 +134,7 @@ pub const BUGS: &[PlantedBug] = &[
     },
     PlantedBug {
         name: "stale-payload",
-        breaks: "a payload built from copies fetched before an await loses an edit merged in between (the app's lost update)",
+        breaks: "a payload built from copies fetched before an await sends stale data, and mark_batch_completed then deletes the newer edit merged in between (the app's lost update)",
         caught_by: "convergence",
         scenario: "partial-failure",
         kind: BugKind::Engine(|b| b.stale_payload = true),
