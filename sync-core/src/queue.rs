@@ -894,7 +894,8 @@ impl SyncQueue {
 
     /// Failure with penalty: retry count + 1, last error and attempt set;
     /// back to pending, or `failed` when the count reaches max retries.
-    /// With `retry_forever`, never `failed`.
+    /// With `retry_forever`, never `failed`. `batch` says whether the
+    /// operations keep their batch id.
     pub fn mark_batch_failed(
         &mut self,
         op_ids: &[String],
@@ -921,7 +922,9 @@ impl SyncQueue {
     }
 
     /// Abort or auth error: back to pending with retry count unchanged and
-    /// the attempt time set (the 2 s rule).
+    /// the attempt time set (the 2 s rule). `batch` says whether the
+    /// operations keep their batch id (an abort's outcome is unknown: keep
+    /// it, unless the batch is being split into new requests).
     pub fn mark_batch_aborted(
         &mut self,
         op_ids: &[String],
