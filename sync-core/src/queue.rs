@@ -13,8 +13,9 @@
 //! - `sequences`: persistent counters (batch ids).
 //!
 //! Cost: every batch method touches only the rows it names (primary key);
-//! `get_pending_batched` walks the `(status, entity_type, timestamp_ms,
-//! seq)` index once per type and stops after `max_per_type` hits, so taking
+//! `get_pending_batched` probes which types have pending operations (one
+//! seek each), then walks the pending `(entity_type, timestamp_ms, seq)`
+//! index once per such type and stops after `max_per_type` hits, so taking
 //! a batch is O(batch), not O(queue), while operations are ready.
 
 use crate::model::{
@@ -238,6 +239,19 @@ fn op_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncOperation> {
         seq: row.get(15)?,
     })
 }
+
+/// For each type (in `EntityType::ALL` order), whether it has a pending
+/// operation, ready or not: one index seek per type, in one statement.
+static ANY_PENDING_PER_TYPE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let probes = EntityType::ALL.map(|t| {
+        format!(
+            "EXISTS (SELECT 1 FROM ops INDEXED BY ops_pending_by_type \
+             WHERE status = 'pending' AND entity_type = '{}')",
+            t.as_str()
+        )
+    });
+    format!("SELECT {}", probes.join(", "))
+});
 
 /// Executes a statement through the connection's statement cache.
 fn exec<P: rusqlite::Params>(
@@ -748,7 +762,21 @@ impl SyncQueue {
             return Ok(out);
         }
         let single = select.single_flight;
-        for t in EntityType::ALL {
+        // Most passes find most types with nothing pending: one probe for
+        // all of them is cheaper than one statement per type (which was 1.5%
+        // of a simulation's instructions), and never reads a row.
+        let any_pending = query_row(&self.conn, &ANY_PENDING_PER_TYPE, [], |r| {
+            let mut any = [false; EntityType::ALL.len()];
+            for (i, a) in any.iter_mut().enumerate() {
+                *a = r.get(i)?;
+            }
+            Ok(any)
+        })
+        .map_err(sql("any pending per type"))?;
+        for (t, any) in EntityType::ALL.into_iter().zip(any_pending) {
+            if !any {
+                continue;
+            }
             // Single flight: skip operations whose entity has one syncing;
             // the Rust side keeps the oldest per entity. Bound: the SQL
             // LIMIT caps rows read per type; with single flight a type may
