@@ -253,6 +253,9 @@ static ANY_PENDING_PER_TYPE: std::sync::LazyLock<String> = std::sync::LazyLock::
     format!("SELECT {}", probes.join(", "))
 });
 
+/// The id and kind (as stored) of the operation an edit may merge into.
+type Mergeable = (String, String);
+
 /// Executes a statement through the connection's statement cache.
 fn exec<P: rusqlite::Params>(
     conn: &rusqlite::Connection,
@@ -434,24 +437,20 @@ impl SyncQueue {
         op.validate().map_err(QueueError::Invalid)?;
         let tx = Tx::begin(&self.conn).map_err(sql("begin enqueue"))?;
         let data = op.data.to_string();
-        let out = Self::enqueue_tx(&tx, op, &data, op_id, version, now_ms, policy)?;
+        let existing = Self::find_mergeable(&tx, &op, policy)?;
+        let out = Self::enqueue_tx(&tx, op, &data, op_id, version, now_ms, policy, existing)?;
         tx.commit().map_err(sql("commit enqueue"))?;
         Ok(out)
     }
 
-    /// `data` is `op.data` as JSON text (the caller's, so that a local write
-    /// and its enqueue serialize it once).
-    fn enqueue_tx(
+    /// The id and kind of the newest mergeable operation of `op`'s entity
+    /// (at most one exists under PendingOrFailed; under PendingOnly the
+    /// newest pending one).
+    fn find_mergeable(
         tx: &rusqlite::Connection,
-        op: NewOperation,
-        data: &str,
-        op_id: &str,
-        version: i64,
-        now_ms: i64,
+        op: &NewOperation,
         policy: MergePolicy,
-    ) -> Result<EnqueueOutcome, QueueError> {
-        // The newest mergeable operation of this entity (at most one exists
-        // under PendingOrFailed; under PendingOnly the newest pending one).
+    ) -> Result<Option<Mergeable>, QueueError> {
         let find = match policy {
             MergePolicy::PendingOnly => {
                 "SELECT id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
@@ -462,14 +461,66 @@ impl SyncQueue {
                  AND status IN ('pending', 'failed') ORDER BY seq DESC LIMIT 1"
             }
         };
-        let existing: Option<(String, String)> = query_row(
+        query_row(
             tx,
             find,
             rusqlite::params![op.entity_type.as_str(), op.entity_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
-        .map_err(sql("find mergeable"))?;
+        .map_err(sql("find mergeable"))
+    }
+
+    /// `find_mergeable` and `local_version` in one statement (the write path
+    /// runs both for every edit; a statement's fixed cost is a fair share of
+    /// such small ones). The row of `max(seq)` is the newest: SQLite takes a
+    /// bare column of a `max()` aggregate from the row holding the maximum,
+    /// and an aggregate without GROUP BY yields one row even when nothing
+    /// matches (then the id and kind are NULL).
+    fn local_version_and_mergeable(
+        tx: &rusqlite::Connection,
+        op: &NewOperation,
+        policy: MergePolicy,
+    ) -> Result<(Option<i64>, Option<Mergeable>), QueueError> {
+        let find = match policy {
+            MergePolicy::PendingOnly => {
+                "SELECT (SELECT version FROM entities WHERE entity_type = ?1 AND entity_id = ?2), \
+                 max(seq), id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
+                 AND status = 'pending'"
+            }
+            MergePolicy::PendingOrFailed => {
+                "SELECT (SELECT version FROM entities WHERE entity_type = ?1 AND entity_id = ?2), \
+                 max(seq), id, kind FROM ops WHERE entity_type = ?1 AND entity_id = ?2 \
+                 AND status IN ('pending', 'failed')"
+            }
+        };
+        query_row(
+            tx,
+            find,
+            rusqlite::params![op.entity_type.as_str(), op.entity_id],
+            |r| {
+                let id: Option<String> = r.get(2)?;
+                let kind: Option<String> = r.get(3)?;
+                Ok((r.get(0)?, id.zip(kind)))
+            },
+        )
+        .map_err(sql("read local version and mergeable"))
+    }
+
+    /// `data` is `op.data` as JSON text (the caller's, so that a local write
+    /// and its enqueue serialize it once); `existing` is what
+    /// `find_mergeable` said.
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_tx(
+        tx: &rusqlite::Connection,
+        op: NewOperation,
+        data: &str,
+        op_id: &str,
+        version: i64,
+        now_ms: i64,
+        policy: MergePolicy,
+        existing: Option<Mergeable>,
+    ) -> Result<EnqueueOutcome, QueueError> {
         // `seq` is the rowid: left out, SQLite gives the row one more than
         // the largest seq, the same number a merge moves its row to.
         let insert = |tx: &rusqlite::Connection, id: &str| -> Result<(), QueueError> {
@@ -554,33 +605,49 @@ impl SyncQueue {
         }
     }
 
-    /// `data` is `op.data` as JSON text; a delete stores `null`.
-    fn write_local_tx(
+    /// The local version of `op`'s entity, if it has one.
+    fn local_version(
         tx: &rusqlite::Connection,
         op: &NewOperation,
-        data: &str,
-    ) -> Result<i64, QueueError> {
-        let deleted = op.kind.is_delete();
-        let data = if deleted { "null" } else { data };
-        // A new entity starts at version 1, an existing one (deleted
-        // included: versions are never reused) goes one up. Read, then
-        // upsert: an `UPSERT ... RETURNING` was 40% dearer per call under
-        // callgrind (SQLite stages RETURNING rows in an ephemeral table).
-        let prev: Option<i64> = query_row(
+    ) -> Result<Option<i64>, QueueError> {
+        query_row(
             tx,
             "SELECT version FROM entities WHERE entity_type = ?1 AND entity_id = ?2",
             rusqlite::params![op.entity_type.as_str(), op.entity_id],
             |r| r.get(0),
         )
         .optional()
-        .map_err(sql("read local version"))?;
+        .map_err(sql("read local version"))
+    }
+
+    /// `data` is `op.data` as JSON text; a delete stores `null`. `prev` is
+    /// the entity's local version as read in this transaction.
+    ///
+    /// A new entity starts at version 1, an existing one (deleted included:
+    /// versions are never reused) goes one up. Read, then write: an
+    /// `UPSERT ... RETURNING` was 40% dearer per call under callgrind
+    /// (SQLite stages RETURNING rows in an ephemeral table).
+    fn write_local_tx(
+        tx: &rusqlite::Connection,
+        op: &NewOperation,
+        data: &str,
+        prev: Option<i64>,
+    ) -> Result<i64, QueueError> {
+        let deleted = op.kind.is_delete();
+        let data = if deleted { "null" } else { data };
         let version = prev.unwrap_or(0) + 1;
+        // The read said whether the row exists: a plain UPDATE or INSERT,
+        // not an UPSERT, which first tries the insert.
+        let write = if prev.is_some() {
+            "UPDATE entities SET data = ?3, version = ?4, deleted = ?5 \
+             WHERE entity_type = ?1 AND entity_id = ?2"
+        } else {
+            "INSERT INTO entities (entity_type, entity_id, data, version, deleted) \
+             VALUES (?1, ?2, ?3, ?4, ?5)"
+        };
         exec(
             tx,
-            "INSERT INTO entities (entity_type, entity_id, data, version, deleted) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (entity_type, entity_id) DO UPDATE SET data = excluded.data, \
-             version = excluded.version, deleted = excluded.deleted",
+            write,
             rusqlite::params![
                 op.entity_type.as_str(),
                 op.entity_id,
@@ -591,6 +658,22 @@ impl SyncQueue {
         )
         .map_err(sql("write local entity"))?;
         Ok(version)
+    }
+
+    /// `write_and_enqueue` inside the caller's transaction.
+    fn write_and_enqueue_tx(
+        tx: &rusqlite::Connection,
+        op: NewOperation,
+        op_id: &str,
+        now_ms: i64,
+        policy: MergePolicy,
+    ) -> Result<Written, QueueError> {
+        // Both reads first: the local write does not touch `ops`.
+        let (prev, existing) = Self::local_version_and_mergeable(tx, &op, policy)?;
+        let data = op.data.to_string();
+        let version = Self::write_local_tx(tx, &op, &data, prev)?;
+        let outcome = Self::enqueue_tx(tx, op, &data, op_id, version, now_ms, policy, existing)?;
+        Ok(Written { outcome, version })
     }
 
     /// Writes the entity to the local store (bumping its version) and
@@ -604,11 +687,9 @@ impl SyncQueue {
     ) -> Result<Written, QueueError> {
         op.validate().map_err(QueueError::Invalid)?;
         let tx = Tx::begin(&self.conn).map_err(sql("begin write"))?;
-        let data = op.data.to_string();
-        let version = Self::write_local_tx(&tx, &op, &data)?;
-        let outcome = Self::enqueue_tx(&tx, op, &data, op_id, version, now_ms, policy)?;
+        let written = Self::write_and_enqueue_tx(&tx, op, op_id, now_ms, policy)?;
         tx.commit().map_err(sql("commit write"))?;
-        Ok(Written { outcome, version })
+        Ok(written)
     }
 
     /// `write_and_enqueue` for several edits made at one instant (an import,
@@ -628,10 +709,7 @@ impl SyncQueue {
         let tx = Tx::begin(&self.conn).map_err(sql("begin write"))?;
         let mut out = Vec::with_capacity(edits.len());
         for (op, op_id) in edits {
-            let data = op.data.to_string();
-            let version = Self::write_local_tx(&tx, &op, &data)?;
-            let outcome = Self::enqueue_tx(&tx, op, &data, &op_id, version, now_ms, policy)?;
-            out.push(Written { outcome, version });
+            out.push(Self::write_and_enqueue_tx(&tx, op, &op_id, now_ms, policy)?);
         }
         tx.commit().map_err(sql("commit write"))?;
         Ok(out)
@@ -642,7 +720,8 @@ impl SyncQueue {
     pub fn write_local(&mut self, op: &NewOperation) -> Result<i64, QueueError> {
         op.validate().map_err(QueueError::Invalid)?;
         let tx = Tx::begin(&self.conn).map_err(sql("begin local write"))?;
-        let v = Self::write_local_tx(&tx, op, &op.data.to_string())?;
+        let prev = Self::local_version(&tx, op)?;
+        let v = Self::write_local_tx(&tx, op, &op.data.to_string(), prev)?;
         tx.commit().map_err(sql("commit local write"))?;
         Ok(v)
     }
