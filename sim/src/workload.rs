@@ -373,10 +373,9 @@ impl Gen<'_> {
             (_, OpKind::Update) => {
                 let id = existing.expect("update picks a live entity");
                 let data = self.row(t, &id, bad);
-                self.emit(at, t, id.clone(), OpKind::Update, data.clone(), bad);
-                if self.params.children_first {
-                    self.touch_parents(at, t, &data);
-                }
+                let parents = self.parents_to_touch(t, &data);
+                self.emit(at, t, id, OpKind::Update, data, bad);
+                self.touch_all(at, parents);
             }
             (_, OpKind::Delete) => {
                 let id = existing.expect("delete picks a live entity");
@@ -388,10 +387,9 @@ impl Gen<'_> {
     fn create_plain(&mut self, at: i64, t: EntityType, bad: bool) {
         let id = self.new_id(t);
         let data = self.row(t, &id, bad);
-        self.emit(at, t, id, OpKind::Create, data.clone(), bad);
-        if self.params.children_first {
-            self.touch_parents(at, t, &data);
-        }
+        let parents = self.parents_to_touch(t, &data);
+        self.emit(at, t, id, OpKind::Create, data, bad);
+        self.touch_all(at, parents);
     }
 
     /// Deletes an entity the way the app allows: parents only when nothing
@@ -441,23 +439,32 @@ impl Gen<'_> {
         false
     }
 
-    /// Update a parent right after its child so the parent's queued
-    /// operation moves behind the child's (merge moves it to the back).
-    fn touch_parents(&mut self, at: i64, t: EntityType, data: &Value) {
+    /// With `children_first`, the parents a child's row names, to update
+    /// right after the child (`touch_all`) so their queued operations move
+    /// behind the child's (merge moves it to the back). Read before the
+    /// child's row moves into its edit, so the row is not cloned.
+    fn parents_to_touch(&self, t: EntityType, data: &Value) -> Vec<(EntityType, String)> {
+        if !self.params.children_first {
+            return Vec::new();
+        }
         let row = if t == EntityType::Game {
             &data["game"]
         } else {
             data
         };
-        for (col, pt) in [
+        [
             ("team_id", EntityType::Team),
             ("season_id", EntityType::Season),
             ("tournament_id", EntityType::Tournament),
-        ] {
-            if let Some(pid) = row.get(col).and_then(Value::as_str) {
-                let pid = pid.to_string();
-                self.touch(at, pt, &pid);
-            }
+        ]
+        .into_iter()
+        .filter_map(|(col, pt)| Some((pt, row.get(col)?.as_str()?.to_string())))
+        .collect()
+    }
+
+    fn touch_all(&mut self, at: i64, parents: Vec<(EntityType, String)>) {
+        for (t, id) in parents {
+            self.touch(at, t, &id);
         }
     }
 

@@ -24,7 +24,7 @@
 
 use crate::model::{EntityType, MergePolicy, OpKind, SyncOperation};
 use crate::payload::{
-    build_chunks, parents_of, server_order_key, BulkSyncPayload, ChunkOptions, DEFAULT_MAX_PER_TYPE,
+    parents_of, plan_chunks, server_order_key, BulkSyncPayload, ChunkOptions, DEFAULT_MAX_PER_TYPE,
 };
 use crate::queue::{BatchIdAfter, BatchSelect, QueueError, SyncQueue};
 use crate::remote::{AppErrorClass, Disposition, GameSave, OpRef, Remote, RemoteError, RequestCtx};
@@ -631,12 +631,17 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             };
             let by_id: BTreeMap<String, SyncOperation> =
                 bulk_ops.into_iter().map(|o| (o.id.clone(), o)).collect();
-            // build_chunks wants oldest first.
-            let mut ordered: Vec<SyncOperation> = by_id.values().cloned().collect();
+            // plan_chunks wants oldest first.
+            let mut ordered: Vec<SyncOperation> = by_id.into_values().collect();
             ordered.sort_by(|a, b| (a.timestamp_ms, &a.id).cmp(&(b.timestamp_ms, &b.id)));
-            for chunk in build_chunks(&ordered, opts) {
-                let ops: Vec<SyncOperation> =
-                    chunk.op_ids.iter().map(|id| by_id[id].clone()).collect();
+            let plan = plan_chunks(&ordered, opts);
+            // Each operation is in exactly one chunk: moved out, not copied.
+            let mut slots: Vec<Option<SyncOperation>> = ordered.into_iter().map(Some).collect();
+            for members in plan {
+                let ops: Vec<SyncOperation> = members
+                    .into_iter()
+                    .map(|i| slots[i].take().expect("an operation is in one chunk"))
+                    .collect();
                 let batch_id = if h.batch_id {
                     Some(self.new_batch_id()?)
                 } else {

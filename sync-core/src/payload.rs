@@ -279,19 +279,41 @@ pub fn row_parents(entity_type: EntityType, data: &Value) -> Vec<(EntityType, St
 /// Bound: every operation is placed in exactly one chunk, and the number of
 /// chunks is at most the number of operations.
 pub fn build_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Chunk> {
+    plan_chunks(ops, opts)
+        .into_iter()
+        .map(|members| {
+            let mut chunk = Chunk {
+                payload: BulkSyncPayload::default(),
+                op_ids: Vec::with_capacity(members.len()),
+            };
+            for i in members {
+                chunk.payload.push(&ops[i], opts.with_versions);
+                chunk.op_ids.push(ops[i].id.clone());
+            }
+            chunk
+        })
+        .collect()
+}
+
+/// [`build_chunks`] without the payloads: each chunk as the indexes in
+/// `ops` of its operations, in payload order (a caller that builds its own
+/// payloads copies no data).
+pub fn plan_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Vec<usize>> {
     assert!(opts.max_per_type > 0, "max_per_type must be positive");
     assert!(
         !opts.parents_first || opts.one_per_entity,
         "parents_first requires one_per_entity"
     );
-    let mut order: Vec<&SyncOperation> = ops.iter().filter(|o| o.entity_type.is_bulk()).collect();
+    let mut order: Vec<usize> = (0..ops.len())
+        .filter(|&i| ops[i].entity_type.is_bulk())
+        .collect();
     if opts.parents_first {
         // Upserts parents first, then deletes children first (stable, so
         // each type keeps its queue order).
-        order.sort_by_key(|o| server_order_key(o));
+        order.sort_by_key(|&i| server_order_key(&ops[i]));
     }
     // Per chunk: how many of each type, and which entities it already has.
-    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
     let mut per_type: Vec<[usize; 10]> = Vec::new();
     let mut entities: Vec<BTreeMap<(EntityType, String), ()>> = Vec::new();
     // The first chunk a later operation of an entity may go to (keeps an
@@ -303,7 +325,8 @@ pub fn build_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Chunk> {
     // The first chunk with room for a type (chunks before it are full).
     let mut first_open: [usize; 10] = [0; 10];
 
-    for op in order {
+    for at in order {
+        let op = &ops[at];
         let t = op.entity_type;
         let key = (t, op.entity_id.clone());
         let exclusive = opts.one_per_entity
@@ -328,10 +351,7 @@ pub fn build_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Chunk> {
         // Bound: i only grows and a fresh chunk always has room.
         loop {
             if i == chunks.len() {
-                chunks.push(Chunk {
-                    payload: BulkSyncPayload::default(),
-                    op_ids: Vec::new(),
-                });
+                chunks.push(Vec::new());
                 per_type.push([0; 10]);
                 entities.push(BTreeMap::new());
             }
@@ -347,8 +367,7 @@ pub fn build_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Chunk> {
         if per_type[i][t.index()] >= opts.max_per_type && first_open[t.index()] == i {
             first_open[t.index()] = i + 1;
         }
-        chunks[i].payload.push(op, opts.with_versions);
-        chunks[i].op_ids.push(op.id.clone());
+        chunks[i].push(at);
         if op.kind.is_delete() {
             if t == EntityType::TeamRoster {
                 roster_delete_chunk.insert(op.entity_id.clone(), i);
