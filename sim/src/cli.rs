@@ -487,9 +487,11 @@ pub fn run(cli: Cli) -> Outcome {
                     b.name,
                     b.caught_by,
                     b.scenario,
-                    b.also_disable
-                        .map(|s| format!(" (with {s} off)"))
-                        .unwrap_or_default(),
+                    if b.also_disable.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (with {} off)", b.also_disable.join(" and "))
+                    },
                     b.breaks
                 ));
                 if measure {

@@ -25,11 +25,11 @@ pub struct PlantedBug {
     /// The scenario that shows it.
     pub scenario: &'static str,
     kind: BugKind,
-    /// A switch that masks this bug and is turned off with it. Defence in
+    /// Switches that mask this bug and are turned off with it. Defence in
     /// depth: per-entity versions alone already stop stale overwrites and
     /// double application, so single flight and batch ids only show their
     /// worth without them.
-    pub also_disable: Option<&'static str>,
+    pub also_disable: &'static [&'static str],
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -50,7 +50,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "per_entity_order",
         scenario: "stale-replay",
         kind: BugKind::Switch("single_flight"),
-        also_disable: Some("versions"),
+        also_disable: &["versions"],
     },
     PlantedBug {
         name: "no-batch-id",
@@ -58,7 +58,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "exactly_once",
         scenario: "flaky-network",
         kind: BugKind::Switch("batch_id"),
-        also_disable: Some("versions"),
+        also_disable: &["versions"],
     },
     PlantedBug {
         name: "no-versions",
@@ -66,7 +66,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "per_entity_order",
         scenario: "abort-cascade",
         kind: BugKind::Switch("versions"),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "no-parents-first",
@@ -74,7 +74,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "convergence",
         scenario: "parent-child",
         kind: BugKind::Switch("parents_first"),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "no-bad-record-isolation",
@@ -82,7 +82,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "convergence",
         scenario: "partial-failure",
         kind: BugKind::Switch("isolate_bad_records"),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "no-error-classification",
@@ -90,7 +90,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "convergence",
         scenario: "server-overload",
         kind: BugKind::Switch("classify_errors"),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "no-adaptive-chunk",
@@ -98,7 +98,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "convergence",
         scenario: "abort-cascade",
         kind: BugKind::Switch("adaptive_chunk"),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "no-atomic-local-write",
@@ -106,7 +106,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "no_lost_write",
         scenario: "app-kill-mid-sync",
         kind: BugKind::Switch("atomic_local_write"),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "non-atomic-bulk",
@@ -114,7 +114,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "atomicity",
         scenario: "partial-failure",
         kind: BugKind::Server(|b| b.non_atomic_bulk = true),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "batch-id-outside-tx",
@@ -122,7 +122,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "convergence",
         scenario: "offline-reconnect",
         kind: BugKind::Server(|b| b.batch_id_outside_tx = true),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "no-stale-reset",
@@ -130,7 +130,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "convergence",
         scenario: "app-kill-mid-sync",
         kind: BugKind::Engine(|b| b.no_stale_reset = true),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "stale-payload",
@@ -138,7 +138,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "convergence",
         scenario: "partial-failure",
         kind: BugKind::Engine(|b| b.stale_payload = true),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "busy-loop",
@@ -146,7 +146,7 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "no_busy_loop",
         scenario: "server-overload",
         kind: BugKind::Engine(|b| b.busy_loop = true),
-        also_disable: None,
+        also_disable: &[],
     },
     PlantedBug {
         name: "user-id-from-payload",
@@ -154,7 +154,17 @@ pub const BUGS: &[PlantedBug] = &[
         caught_by: "tenant_isolation",
         scenario: "tenant-forgery",
         kind: BugKind::Server(|b| b.user_id_from_payload = true),
-        also_disable: None,
+        also_disable: &[],
+    },
+    PlantedBug {
+        name: "failed-escapes-merge",
+        breaks: "a new edit skips its entity's failed operation and becomes a second one; Retry failed later replays the failed one's older data over it (the app's failed operation that escaped merging)",
+        caught_by: "per_entity_order",
+        scenario: "retry-failed",
+        kind: BugKind::Engine(|b| b.failed_escapes_merge = true),
+        // Only an operation given up on holds valid data in `failed`, and
+        // only versions stop its replay from overwriting the newer edit.
+        also_disable: &["versions", "classify_errors"],
     },
 ];
 
@@ -178,7 +188,7 @@ impl PlantedBug {
 
     /// Plants the bug into a run's configuration.
     pub fn plant(&self, config: &mut EngineConfig, params: &mut WorldParams) {
-        if let Some(s) = self.also_disable {
+        for s in self.also_disable {
             assert!(config.hardening.disable(s), "known switch {s}");
         }
         match self.kind {

@@ -89,6 +89,9 @@ pub enum Event {
     /// A sync pass that sent nothing (ready work that had to wait, or a
     /// busy loop).
     IdlePass { t_ms: i64, user: u32 },
+    /// The user tapped "Retry failed": `revived` failed operations went
+    /// back to pending.
+    RetryFailed { t_ms: i64, user: u32, revived: u64 },
 }
 
 impl Event {
@@ -101,7 +104,8 @@ impl Event {
             | Event::Server { t_ms, .. }
             | Event::Fault { t_ms, .. }
             | Event::Depth { t_ms, .. }
-            | Event::IdlePass { t_ms, .. } => *t_ms,
+            | Event::IdlePass { t_ms, .. }
+            | Event::RetryFailed { t_ms, .. } => *t_ms,
         }
     }
 
@@ -212,6 +216,9 @@ impl Event {
             }
             Event::IdlePass { user, .. } => {
                 let _ = write!(s, "u{user} sync pass sent nothing");
+            }
+            Event::RetryFailed { user, revived, .. } => {
+                let _ = write!(s, "u{user} tapped Retry failed: {revived} revived");
             }
         }
         s

@@ -66,6 +66,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "an operation changed (an edit merged into it, or replaced it) between its fetch for a batch and mark syncing; the engine sent what the queue held then",
     ),
     (
+        "retry_failed_revived",
+        "the user's Retry failed sent failed operations back to pending",
+    ),
+    (
         "queue_over_1000",
         "a device queue held over 1,000 operations",
     ),

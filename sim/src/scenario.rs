@@ -74,6 +74,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "tenant-forgery",
         include_str!("../../scenarios/tenant-forgery.toml"),
     ),
+    (
+        "retry-failed",
+        include_str!("../../scenarios/retry-failed.toml"),
+    ),
 ];
 
 /// A scenario file.
@@ -247,6 +251,10 @@ pub struct WorkloadSection {
     /// The last user's client is tampered with: every row it writes claims
     /// user 0's `user_id` (needs two users or more).
     pub forged_user_id: bool,
+    /// The user taps "Retry failed" every this many ms of the fault phase,
+    /// and once more when the faults end (absent: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_failed_every_ms: Option<i64>,
 }
 
 impl Default for WorkloadSection {
@@ -261,6 +269,7 @@ impl Default for WorkloadSection {
             delete_recreate: 0,
             children_first: false,
             forged_user_id: false,
+            retry_failed_every_ms: None,
         }
     }
 }
@@ -495,6 +504,13 @@ impl Scenario {
                 w.users
             ));
         }
+        if let Some(every_ms) = wl.retry_failed_every_ms {
+            if every_ms < 1_000 {
+                return Err(format!(
+                    "workload.retry_failed_every_ms must be >= 1000 (a tap a simulated second at most), got {every_ms}"
+                ));
+            }
+        }
         let f = &self.faults;
         range("faults.latency_ms", f.latency_ms)?;
         positive("faults.bandwidth_bytes_per_ms", f.bandwidth_bytes_per_ms)?;
@@ -579,6 +595,7 @@ impl Scenario {
                 delete_recreate: wl.delete_recreate,
                 children_first: wl.children_first,
                 forged_user_id: wl.forged_user_id,
+                retry_failed_every_ms: wl.retry_failed_every_ms,
             },
             faults: self.fault_params(),
             quiesce_budget_ms: w.quiesce_budget_ms,
@@ -706,6 +723,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("world.users >= 2"), "{e}");
+        let e = Scenario::parse(
+            "name = \"x\"\nsummary = \"y\"\n[workload]\nretry_failed_every_ms = 0\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("retry_failed_every_ms"), "{e}");
         let e = Scenario::embedded("nope").unwrap_err();
         assert!(e.to_string().contains("offline-reconnect"), "{e}");
     }

@@ -43,6 +43,31 @@ pub struct WorkloadParams {
     /// the owner from `auth.uid()` and ignore it; no random draw depends on
     /// it, so the rest of the workload is the same either way.
     pub forged_user_id: bool,
+    /// The user taps "Retry failed" (failed operations back to pending) every
+    /// this many ms, from the start until the run ends, and once more when
+    /// the faults end, as a user who sees the failed badge would (`None`:
+    /// never). A habit, not data: no random draw, so the edits are the same
+    /// either way.
+    pub retry_failed_every_ms: Option<i64>,
+}
+
+impl WorkloadParams {
+    /// When the user taps "Retry failed": every `retry_failed_every_ms`
+    /// up to `end_ms`, and at `fault_phase_ms` (so that what failed during
+    /// the faults is retried as soon as they are over), in time order.
+    pub fn retry_failed_taps_ms(&self, fault_phase_ms: i64, end_ms: i64) -> Vec<i64> {
+        let Some(every_ms) = self.retry_failed_every_ms.filter(|ms| *ms > 0) else {
+            return Vec::new();
+        };
+        let mut taps: Vec<i64> = (1..)
+            .map(|k| k * every_ms)
+            .take_while(|t| *t <= end_ms)
+            .chain([fault_phase_ms.max(0)])
+            .collect();
+        taps.sort_unstable();
+        taps.dedup();
+        taps
+    }
 }
 
 /// One edit the user makes.
@@ -604,7 +629,23 @@ mod tests {
             delete_recreate: 2,
             children_first: true,
             forged_user_id: false,
+            retry_failed_every_ms: None,
         }
+    }
+
+    #[test]
+    fn retry_failed_taps_are_periodic_with_one_when_the_faults_end() {
+        let never = params();
+        assert!(never.retry_failed_taps_ms(1_000, 10_000).is_empty());
+        let p = WorkloadParams {
+            retry_failed_every_ms: Some(3_000),
+            ..params()
+        };
+        assert_eq!(
+            p.retry_failed_taps_ms(7_000, 12_000),
+            vec![3_000, 6_000, 7_000, 9_000, 12_000]
+        );
+        assert_eq!(p.retry_failed_taps_ms(6_000, 6_000), vec![3_000, 6_000]);
     }
 
     #[test]

@@ -272,6 +272,9 @@ struct DeviceShared {
     next_edit: AtomicUsize,
     /// The user's edits not made yet, in time order; taken one by one.
     edits: Mutex<VecDeque<Edit>>,
+    /// When the user will tap "Retry failed", in time order (taken like
+    /// the edits: one due while the app is dead waits for the restart).
+    retry_taps_ms: Mutex<VecDeque<i64>>,
     online: AtomicBool,
     token_valid: AtomicBool,
     silent_drop: AtomicBool,
@@ -382,6 +385,10 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
     // Latency is ours (FaultPlan); madsim's own stays minimal.
     madsim_config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(200);
     let rt = Runtime::with_seed_and_config(seed, madsim_config);
+    let taps_ms = params.workload.retry_failed_taps_ms(
+        params.faults.fault_phase_ms,
+        params.faults.fault_phase_ms + params.quiesce_budget_ms,
+    );
     let params = params.clone();
     let (out, shared) = rt.block_on(async move {
         let devices = per_user
@@ -391,6 +398,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
                 queue: Arc::new(Mutex::new(take_disk(u))),
                 next_edit: AtomicUsize::new(0),
                 edits: Mutex::new(edits),
+                retry_taps_ms: Mutex::new(taps_ms.iter().copied().collect()),
                 online: AtomicBool::new(true),
                 token_valid: AtomicBool::new(true),
                 silent_drop: AtomicBool::new(false),
@@ -657,12 +665,20 @@ async fn run_world(shared: Arc<Shared>) {
     });
 
     // Quiesce: every edit made and every queue without pending or syncing
-    // work. Checked once a simulated second; bounded by the budget.
+    // work (nor failed work a "Retry failed" tap will revive). Checked once
+    // a simulated second; bounded by the budget.
     let deadline = fault_phase_ms + shared.params.quiesce_budget_ms;
     loop {
         let done = shared.devices.iter().all(|d| {
             let stats = d.queue.lock().expect("queue").stats(0).expect("stats");
-            d.edits.lock().expect("edits").is_empty() && stats.pending == 0 && stats.syncing == 0
+            // A failed operation the user will still retry is work left; a
+            // quarantined one (a bad record) is not: it fails at every tap.
+            let retry_left = stats.failed > stats.quarantined
+                && !d.retry_taps_ms.lock().expect("taps").is_empty();
+            d.edits.lock().expect("edits").is_empty()
+                && stats.pending == 0
+                && stats.syncing == 0
+                && !retry_left
         });
         if done {
             shared.record(Event::Fault {
@@ -1154,15 +1170,28 @@ fn record_depth(shared: &Shared, user: u32) {
     });
 }
 
-/// The user: makes the pre-generated edits at their times (an edit due while
-/// the app is dead waits for the restart).
+/// The user: makes the pre-generated edits at their times and taps "Retry
+/// failed" at theirs (one due while the app is dead waits for the restart;
+/// at one instant the edits come first).
 async fn user_main(shared: Arc<Shared>, user: u32) {
     let d = &shared.devices[user as usize];
     let atomic = shared.config.hardening.atomic_local_write;
     let policy = shared.config.merge_policy();
+    // Bounded: every pass takes an edit or a tap, and there are finitely many.
     loop {
-        let Some(at_ms) = d.edits.lock().expect("edits").front().map(|e| e.at_ms) else {
-            return;
+        let next_edit_ms = d.edits.lock().expect("edits").front().map(|e| e.at_ms);
+        let next_tap_ms = d.retry_taps_ms.lock().expect("taps").front().copied();
+        let at_ms = match (next_edit_ms, next_tap_ms) {
+            (None, None) => return,
+            (Some(edit_ms), Some(tap_ms)) if tap_ms < edit_ms => {
+                retry_failed_tap(&shared, user, tap_ms).await;
+                continue;
+            }
+            (None, Some(tap_ms)) => {
+                retry_failed_tap(&shared, user, tap_ms).await;
+                continue;
+            }
+            (Some(edit_ms), _) => edit_ms,
         };
         sleep_until_ms(&shared, at_ms).await;
         let made = if atomic {
@@ -1248,6 +1277,32 @@ async fn user_main(shared: Arc<Shared>, user: u32) {
             d.nudge.notify_one();
         }
     }
+}
+
+/// The user taps "Retry failed" at `at_ms`: the app's button, which sends
+/// every failed (and quarantined) operation back to pending with a fresh
+/// retry count, then syncs.
+async fn retry_failed_tap(shared: &Shared, user: u32, at_ms: i64) {
+    let d = &shared.devices[user as usize];
+    sleep_until_ms(shared, at_ms).await;
+    // Taken now, with no await before the queue write: a kill comes before
+    // the tap (it waits for the restart) or after it.
+    d.retry_taps_ms.lock().expect("taps").pop_front();
+    let revived = d
+        .queue
+        .lock()
+        .expect("queue")
+        .retry_failed()
+        .expect("retry failed");
+    if revived > 0 {
+        shared.mark("retry_failed_revived");
+    }
+    shared.record(Event::RetryFailed {
+        t_ms: shared.now_ms(),
+        user,
+        revived,
+    });
+    d.nudge.notify_one();
 }
 
 /// The `Edit` event of an edit the user is making; `version` is filled in

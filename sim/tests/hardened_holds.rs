@@ -84,4 +84,5 @@ scenarios! {
     parent_child => "parent-child",
     large_backlog => "large-backlog",
     tenant_forgery => "tenant-forgery",
+    retry_failed => "retry-failed",
 }

@@ -210,6 +210,12 @@ pub struct PlantedEngineBugs {
     /// engine spins through empty passes until its pass bound (the app's
     /// busy loop).
     pub busy_loop: bool,
+    /// Enqueue uses the plan's merge rule (`MergePolicy::PendingOnly`): a
+    /// `failed` operation is skipped, so a new edit of its entity becomes a
+    /// second operation, and "Retry failed" later replays the failed one's
+    /// older data over it (the app's "failed operation that escaped
+    /// merging").
+    pub failed_escapes_merge: bool,
 }
 
 impl PlantedEngineBugs {
@@ -241,7 +247,9 @@ impl EngineConfig {
 
     /// The merge policy enqueue should use under this configuration.
     pub fn merge_policy(&self) -> MergePolicy {
-        if self.hardening.single_flight {
+        if self.hardening.single_flight
+            && !PlantedEngineBugs::active(self.planted.failed_escapes_merge)
+        {
             MergePolicy::PendingOrFailed
         } else {
             MergePolicy::PendingOnly

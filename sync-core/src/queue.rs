@@ -1103,12 +1103,15 @@ impl SyncQueue {
         .map_err(sql("reset stale syncing"))? as u64)
     }
 
-    /// "Retry failed": failed (and quarantined) back to pending, count 0.
+    /// "Retry failed": failed (and quarantined) back to pending, count 0,
+    /// and its batch id forgotten. An operation given up on keeps its last
+    /// batch id, but its batch-mates may have committed under that id since;
+    /// re-sent under it, it would be answered as a replay and never written.
     pub fn retry_failed(&mut self) -> Result<u64, QueueError> {
         Ok(exec(
             &self.conn,
             "UPDATE ops SET status = 'pending', retry_count = 0, quarantined = 0, \
-                 last_attempt_ms = NULL, ready_at_ms = ?1 WHERE status = 'failed'",
+                 last_attempt_ms = NULL, batch_id = NULL, ready_at_ms = ?1 WHERE status = 'failed'",
             [i64::MIN],
         )
         .map_err(sql("retry failed"))? as u64)

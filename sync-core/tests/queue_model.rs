@@ -10,7 +10,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use sync_core::model::{
     app_ready_at_ms, merge_kinds, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind,
-    OpStatus, SyncOperation, BACKOFF_CAP_MS,
+    OpStatus, SyncOperation, BACKOFF_CAP_MS, DEFAULT_MAX_RETRIES,
 };
 use sync_core::queue::{BatchIdAfter, BatchSelect, QueueError};
 use sync_core::SyncQueue;
@@ -606,6 +606,32 @@ fn failures_keep_or_forget_the_batch_id_in_the_same_update() {
             ("d".into(), None, 1),
         ]
     );
+}
+
+/// An operation given up on keeps its last batch id (`BatchIdAfter::Keep`);
+/// "Retry failed" must forget it. Its batch-mates may have committed under
+/// that id since (re-sent without it), so re-sending it under the id would be
+/// answered as a replay and its write lost (found by the `retry-failed`
+/// scenario with versions and error classification off).
+#[test]
+fn retry_failed_forgets_the_batch_id() {
+    let mut q = SyncQueue::open_in_memory().unwrap();
+    let policy = MergePolicy::PendingOrFailed;
+    let (op, _) = new_op(0, (0, 1, 0));
+    q.enqueue(op, "a", 1, 0, policy).unwrap();
+    let a = vec!["a".to_string()];
+    for attempt in 0..i64::from(DEFAULT_MAX_RETRIES) {
+        q.mark_batch_syncing(&a, attempt, Some("b1")).unwrap();
+        q.mark_batch_failed(&a, "5xx", attempt, false, BatchIdAfter::Keep)
+            .unwrap();
+    }
+    let failed = &q.all().unwrap()[0];
+    assert_eq!(failed.status, OpStatus::Failed);
+    assert_eq!(failed.batch_id.as_deref(), Some("b1"));
+    assert_eq!(q.retry_failed().unwrap(), 1);
+    let revived = &q.all().unwrap()[0];
+    assert_eq!(revived.status, OpStatus::Pending);
+    assert_eq!(revived.batch_id, None);
 }
 
 /// The operation a step makes from (type, entity, kind) as small numbers,
