@@ -55,3 +55,9 @@ fn games_before_parents_lose_their_links() {
 fn kills_between_local_write_and_enqueue_lose_writes() {
     shows("app-kill-mid-sync", Preset::Batched, "no_lost_write");
 }
+
+#[test]
+fn retry_failed_replays_an_operation_that_escaped_merging() {
+    shows("retry-failed", Preset::Batched, "per_entity_order");
+    shows("retry-failed", Preset::Individual, "per_entity_order");
+}
