@@ -251,7 +251,7 @@ pub struct WorkloadSection {
     /// The last user's client is tampered with: every row it writes claims
     /// user 0's `user_id` (needs two users or more).
     pub forged_user_id: bool,
-    /// The user taps "Retry failed" every this many ms of the fault phase,
+    /// The user taps "Retry failed" every this many ms until the run ends,
     /// and once more when the faults end (absent: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_failed_every_ms: Option<i64>,
