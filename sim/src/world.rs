@@ -1181,17 +1181,12 @@ async fn user_main(shared: Arc<Shared>, user: u32) {
     loop {
         let next_edit_ms = d.edits.lock().expect("edits").front().map(|e| e.at_ms);
         let next_tap_ms = d.retry_taps_ms.lock().expect("taps").front().copied();
-        let at_ms = match (next_edit_ms, next_tap_ms) {
-            (None, None) => return,
-            (Some(edit_ms), Some(tap_ms)) if tap_ms < edit_ms => {
-                retry_failed_tap(&shared, user, tap_ms).await;
-                continue;
-            }
-            (None, Some(tap_ms)) => {
-                retry_failed_tap(&shared, user, tap_ms).await;
-                continue;
-            }
-            (Some(edit_ms), _) => edit_ms,
+        if let Some(tap_ms) = next_tap_ms.filter(|t| next_edit_ms.is_none_or(|e| *t < e)) {
+            retry_failed_tap(&shared, user, tap_ms).await;
+            continue;
+        }
+        let Some(at_ms) = next_edit_ms else {
+            return;
         };
         sleep_until_ms(&shared, at_ms).await;
         let made = if atomic {
