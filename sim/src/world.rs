@@ -70,6 +70,13 @@ pub struct Script {
 }
 
 impl WorldParams {
+    /// When the run ends at the latest: the fault phase, then the quiesce
+    /// budget. The quiesce loop stops here, and "Retry failed" taps go on
+    /// until here, so the two cannot disagree.
+    pub fn deadline_ms(&self) -> i64 {
+        self.faults.fault_phase_ms + self.quiesce_budget_ms
+    }
+
     /// The edits and fault plan of one seed (the script's, if any).
     pub fn expand(&self, seed: u64) -> Script {
         match &self.script {
@@ -385,10 +392,9 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
     // Latency is ours (FaultPlan); madsim's own stays minimal.
     madsim_config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(200);
     let rt = Runtime::with_seed_and_config(seed, madsim_config);
-    let taps_ms = params.workload.retry_failed_taps_ms(
-        params.faults.fault_phase_ms,
-        params.faults.fault_phase_ms + params.quiesce_budget_ms,
-    );
+    let taps_ms = params
+        .workload
+        .retry_failed_taps_ms(params.faults.fault_phase_ms, params.deadline_ms());
     let params = params.clone();
     let (out, shared) = rt.block_on(async move {
         let devices = per_user
@@ -667,7 +673,7 @@ async fn run_world(shared: Arc<Shared>) {
     // Quiesce: every edit made and every queue without pending or syncing
     // work (nor failed work a "Retry failed" tap will revive). Checked once
     // a simulated second; bounded by the budget.
-    let deadline = fault_phase_ms + shared.params.quiesce_budget_ms;
+    let deadline = shared.params.deadline_ms();
     loop {
         let done = shared.devices.iter().all(|d| {
             let stats = d.queue.lock().expect("queue").stats(0).expect("stats");
