@@ -9,7 +9,7 @@
 //! | exactly_once | no operation (id, version) was applied by two commits |
 //! | convergence | after healing: server equals the device for every entity, no pending or failed work left except quarantined bad records, each with its error |
 //! | no_lost_write | every entity's last edit reached the server or is still reported (failed or quarantined) on the device |
-//! | referential_integrity | no game or adjustment on the server lost a parent link the device has |
+//! | referential_integrity | no game or adjustment on the server lost a parent link the device has (checked once nothing of the entity is queued) |
 //! | tenant_isolation | every row a user holds is one of that user's entities |
 //! | no_busy_loop | no device runs more than a few sync passes that send nothing at one simulated instant |
 
@@ -500,8 +500,18 @@ fn referential_integrity(run: &RunOutput, j: &Journal, snaps: &[ServerSnapshot])
     let mut t = Tally::default();
     for (dev, snap) in run.devices.iter().zip(snaps) {
         let excused = excused(run, dev);
+        // An entity with an operation still queued has a newer local copy
+        // than the server's by design (a bad record retried forever, say):
+        // that is convergence's finding, not a link the server lost.
+        let queued: BTreeSet<(EntityType, &str)> = dev
+            .ops
+            .iter()
+            .map(|op| (op.entity_type, op.entity_id.as_str()))
+            .collect();
         for local in dev.local.iter().filter(|l| !l.deleted) {
-            if excused.contains(&(local.entity_type, local.entity_id.clone())) {
+            if excused.contains(&(local.entity_type, local.entity_id.clone()))
+                || queued.contains(&(local.entity_type, local.entity_id.as_str()))
+            {
                 continue;
             }
             let row = match local.entity_type {

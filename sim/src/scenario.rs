@@ -78,6 +78,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "retry-failed",
         include_str!("../../scenarios/retry-failed.toml"),
     ),
+    (
+        "retry-quarantined",
+        include_str!("../../scenarios/retry-quarantined.toml"),
+    ),
 ];
 
 /// A scenario file.

@@ -85,4 +85,5 @@ scenarios! {
     large_backlog => "large-backlog",
     tenant_forgery => "tenant-forgery",
     retry_failed => "retry-failed",
+    retry_quarantined => "retry-quarantined",
 }

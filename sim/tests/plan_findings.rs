@@ -61,3 +61,8 @@ fn retry_failed_replays_an_operation_that_escaped_merging() {
     shows("retry-failed", Preset::Batched, "per_entity_order");
     shows("retry-failed", Preset::Individual, "per_entity_order");
 }
+
+#[test]
+fn retry_failed_keeps_a_bad_record_failing_its_batch_forever() {
+    shows("retry-quarantined", Preset::Batched, "convergence");
+}
