@@ -436,11 +436,8 @@ pub fn run(cli: Cli) -> Outcome {
                 Ok(pb) => pb,
                 Err(e) => return bad_input(e),
             };
-            let names = if name == "all" {
-                Scenario::known()
-            } else {
-                vec![name]
-            };
+            let all = name == "all";
+            let names = if all { Scenario::known() } else { vec![name] };
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let opts = crate::explore::SweepOptions {
@@ -470,7 +467,14 @@ pub fn run(cli: Cli) -> Outcome {
                 }
             }
             if format == SweepFormat::Json {
-                stdout = serde_json::to_string_pretty(&json).expect("summaries serialize") + "\n";
+                // One object either way: a scenario's summary, or for `all`
+                // the sum with every scenario's summary inside.
+                let text = if all {
+                    serde_json::to_string_pretty(&crate::explore::AllSweepsSummary::new(json))
+                } else {
+                    serde_json::to_string_pretty(&json.first())
+                };
+                stdout = text.expect("summaries serialize") + "\n";
             }
             Outcome {
                 code: if ok { 0 } else { 1 },
@@ -701,6 +705,59 @@ mod tests {
             run_args(["sim", "scenario", "normal-usage", "--seeds", "0"]).code,
             2
         );
+    }
+
+    #[test]
+    fn explore_json_is_one_object_for_one_scenario_and_for_all() {
+        let keys = [
+            "scenario",
+            "preset",
+            "seeds",
+            "violations",
+            "seeds_per_second",
+            "failing_seeds",
+        ];
+        let one = run_args([
+            "sim",
+            "explore",
+            "normal-usage",
+            "--seeds",
+            "2",
+            "--skip-marks",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(one.code, 0, "{}", one.stderr);
+        let v: serde_json::Value = serde_json::from_str(&one.stdout).unwrap();
+        for k in keys {
+            assert!(v.get(k).is_some(), "no {k} in {v}");
+        }
+        assert_eq!(v["scenario"], "normal-usage");
+        assert_eq!(v["seeds"], 2);
+
+        let all = run_args([
+            "sim",
+            "explore",
+            "all",
+            "--seeds",
+            "1",
+            "--start",
+            "3",
+            "--check-determinism",
+            "0",
+            "--skip-marks",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(all.code, 0, "{}", all.stderr);
+        let v: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
+        for k in keys {
+            assert!(v.get(k).is_some(), "no {k} in {v}");
+        }
+        let n = Scenario::known().len();
+        assert_eq!(v["scenario"], "all");
+        assert_eq!(v["seeds"], n as u64);
+        assert_eq!(v["scenarios"].as_array().map(Vec::len), Some(n));
     }
 
     #[test]

@@ -239,6 +239,92 @@ pub struct SweepSummary {
     /// Wall-clock measurements of this machine (not findings).
     pub seeds_per_second: f64,
     pub sim_seconds_per_wall_second: f64,
+    pub wall_seconds: f64,
+}
+
+/// A sweep of `all` scenarios as one JSON object: the same headline fields
+/// as a single scenario's `SweepSummary`, added up, with each scenario's
+/// summary under `scenarios`.
+#[derive(Clone, Debug, Serialize)]
+pub struct AllSweepsSummary {
+    /// Always `all`.
+    pub scenario: String,
+    pub preset: String,
+    pub bug: Option<String>,
+    /// Seeds run, over every scenario.
+    pub seeds: u64,
+    /// Seeds on which each checker failed, over every scenario.
+    pub violations: BTreeMap<String, u64>,
+    /// Every failing seed with its scenario.
+    pub failing_seeds: Vec<FailingSeed>,
+    pub nondeterministic_seeds: Vec<FailingSeed>,
+    /// Every required mark no seed reached, with its scenario.
+    pub marks_missing: Vec<MissingMark>,
+    /// Wall-clock measurements of this machine over the whole sweep.
+    pub seeds_per_second: f64,
+    pub sim_seconds_per_wall_second: f64,
+    pub wall_seconds: f64,
+    pub scenarios: Vec<SweepSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FailingSeed {
+    pub scenario: String,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MissingMark {
+    pub scenario: String,
+    pub mark: String,
+}
+
+impl AllSweepsSummary {
+    /// Adds up the summaries of one preset (and bug) over several scenarios.
+    pub fn new(scenarios: Vec<SweepSummary>) -> AllSweepsSummary {
+        let first = scenarios.first();
+        let mut out = AllSweepsSummary {
+            scenario: "all".to_string(),
+            preset: first.map(|s| s.preset.clone()).unwrap_or_default(),
+            bug: first.and_then(|s| s.bug.clone()),
+            seeds: 0,
+            violations: BTreeMap::new(),
+            failing_seeds: Vec::new(),
+            nondeterministic_seeds: Vec::new(),
+            marks_missing: Vec::new(),
+            seeds_per_second: 0.0,
+            sim_seconds_per_wall_second: 0.0,
+            wall_seconds: 0.0,
+            scenarios: Vec::new(),
+        };
+        let mut sim_seconds = 0.0;
+        for s in &scenarios {
+            out.seeds += s.seeds;
+            for (c, n) in &s.violations {
+                *out.violations.entry(c.clone()).or_default() += n;
+            }
+            let tag = |seed: &u64| FailingSeed {
+                scenario: s.scenario.clone(),
+                seed: *seed,
+            };
+            out.failing_seeds.extend(s.failing_seeds.iter().map(tag));
+            out.nondeterministic_seeds
+                .extend(s.nondeterministic_seeds.iter().map(tag));
+            out.marks_missing
+                .extend(s.marks_missing.iter().map(|m| MissingMark {
+                    scenario: s.scenario.clone(),
+                    mark: m.clone(),
+                }));
+            out.wall_seconds += s.wall_seconds;
+            sim_seconds += s.sim_seconds_per_wall_second * s.wall_seconds;
+        }
+        if out.wall_seconds > 0.0 {
+            out.seeds_per_second = out.seeds as f64 / out.wall_seconds;
+            out.sim_seconds_per_wall_second = sim_seconds / out.wall_seconds;
+        }
+        out.scenarios = scenarios;
+        out
+    }
 }
 
 /// How to sweep.
@@ -395,6 +481,7 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     }
     out.seeds_per_second = seeds.len() as f64 / secs;
     out.sim_seconds_per_wall_second = sim_ms as f64 / 1000.0 / secs;
+    out.wall_seconds = secs;
     out
 }
 
