@@ -735,6 +735,26 @@ mod tests {
         assert_eq!(v["scenario"], "normal-usage");
         assert_eq!(v["seeds"], 2);
 
+        // A failing sweep exits 1 and names a replay command per failing seed.
+        let bad = run_args([
+            "sim",
+            "explore",
+            "partial-failure",
+            "--seeds",
+            "1",
+            "--bug",
+            "non-atomic-bulk",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(bad.code, 1, "{}", bad.stderr);
+        let v: serde_json::Value = serde_json::from_str(&bad.stdout).unwrap();
+        assert_eq!(v["failing_seeds"], serde_json::json!([0]));
+        assert_eq!(
+            v["replay_commands"][0],
+            "cargo run -p sim -- replay partial-failure --seed 0 --preset hardened --trace --bug non-atomic-bulk"
+        );
+
         let all = run_args([
             "sim",
             "explore",

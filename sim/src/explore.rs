@@ -225,6 +225,8 @@ pub struct SweepSummary {
     /// Seeds on which each checker failed.
     pub violations: BTreeMap<String, u64>,
     pub failing_seeds: Vec<u64>,
+    /// For each failing seed, in the same order, the command that replays it.
+    pub replay_commands: Vec<String>,
     /// Seeds whose two runs differed (determinism self-check).
     pub nondeterministic_seeds: Vec<u64>,
     /// For each of them, the first event that differed between the runs.
@@ -257,7 +259,7 @@ pub struct AllSweepsSummary {
     pub violations: BTreeMap<String, u64>,
     /// Every failing seed with its scenario.
     pub failing_seeds: Vec<FailingSeed>,
-    pub nondeterministic_seeds: Vec<FailingSeed>,
+    pub nondeterministic_seeds: Vec<ScenarioSeed>,
     /// Every required mark no seed reached, with its scenario.
     pub marks_missing: Vec<MissingMark>,
     /// Wall-clock measurements of this machine over the whole sweep.
@@ -269,6 +271,14 @@ pub struct AllSweepsSummary {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FailingSeed {
+    pub scenario: String,
+    pub seed: u64,
+    /// The command that replays it.
+    pub replay: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScenarioSeed {
     pub scenario: String,
     pub seed: u64,
 }
@@ -303,13 +313,22 @@ impl AllSweepsSummary {
             for (c, n) in &s.violations {
                 *out.violations.entry(c.clone()).or_default() += n;
             }
-            let tag = |seed: &u64| FailingSeed {
-                scenario: s.scenario.clone(),
-                seed: *seed,
-            };
-            out.failing_seeds.extend(s.failing_seeds.iter().map(tag));
+            out.failing_seeds
+                .extend(
+                    s.failing_seeds
+                        .iter()
+                        .zip(&s.replay_commands)
+                        .map(|(seed, replay)| FailingSeed {
+                            scenario: s.scenario.clone(),
+                            seed: *seed,
+                            replay: replay.clone(),
+                        }),
+                );
             out.nondeterministic_seeds
-                .extend(s.nondeterministic_seeds.iter().map(tag));
+                .extend(s.nondeterministic_seeds.iter().map(|seed| ScenarioSeed {
+                    scenario: s.scenario.clone(),
+                    seed: *seed,
+                }));
             out.marks_missing
                 .extend(s.marks_missing.iter().map(|m| MissingMark {
                     scenario: s.scenario.clone(),
@@ -479,6 +498,14 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
             .cloned()
             .collect();
     }
+    out.replay_commands = out
+        .failing_seeds
+        .iter()
+        .map(|seed| {
+            let bug = o.bug.map(|b| format!(" --bug {}", b.name));
+            replay_command(&s.name, *seed, o.preset) + bug.as_deref().unwrap_or_default()
+        })
+        .collect();
     out.seeds_per_second = seeds.len() as f64 / secs;
     out.sim_seconds_per_wall_second = sim_ms as f64 / 1000.0 / secs;
     out.wall_seconds = secs;
@@ -503,16 +530,8 @@ pub fn render_text(s: &SweepSummary) -> String {
             t.push_str(&format!("  {c}: {n} seeds\n"));
         }
     }
-    let preset = Preset::parse(&s.preset).unwrap_or(Preset::Hardened);
-    for seed in s.failing_seeds.iter().take(10) {
-        t.push_str(&format!(
-            "  replay: {}{}\n",
-            replay_command(&s.scenario, *seed, preset),
-            s.bug
-                .as_deref()
-                .map(|b| format!(" --bug {b}"))
-                .unwrap_or_default()
-        ));
+    for command in s.replay_commands.iter().take(10) {
+        t.push_str(&format!("  replay: {command}\n"));
     }
     if s.failing_seeds.len() > 10 {
         t.push_str(&format!(
