@@ -149,6 +149,14 @@ pub const BUGS: &[PlantedBug] = &[
         also_disable: &[],
     },
     PlantedBug {
+        name: "merge-keeps-batch-id",
+        breaks: "an edit merged into an operation whose batch committed behind a lost response keeps that batch's id; the re-send is answered as a replay and mark_batch_completed deletes the newer edit the server never received",
+        caught_by: "no_lost_write",
+        scenario: "flaky-network",
+        kind: BugKind::Engine(|b| b.merge_keeps_batch_id = true),
+        also_disable: &[],
+    },
+    PlantedBug {
         name: "busy-loop",
         breaks: "the re-check after a pass counts operations still in backoff as work, so the engine spins through passes that send nothing (the app's busy loop)",
         caught_by: "no_busy_loop",

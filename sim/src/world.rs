@@ -37,7 +37,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use sync_core::engine::{EngineConfig, Host, SplitMix64};
+use sync_core::engine::{EngineConfig, Host, PlantedEngineBugs, SplitMix64};
 use sync_core::payload::BulkSyncPayload;
 use sync_core::queue::{LocalEntity, QueueStats};
 use sync_core::remote::{BulkSyncResult, GameSave, RemoteError, RequestCtx};
@@ -396,12 +396,13 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
         .workload
         .retry_failed_taps_ms(params.faults.fault_phase_ms, params.deadline_ms());
     let params = params.clone();
+    let planted = config.planted;
     let (out, shared) = rt.block_on(async move {
         let devices = per_user
             .into_iter()
             .enumerate()
             .map(|(u, edits)| DeviceShared {
-                queue: Arc::new(Mutex::new(take_disk(u))),
+                queue: Arc::new(Mutex::new(take_disk(u, &planted))),
                 next_edit: AtomicUsize::new(0),
                 edits: Mutex::new(edits),
                 retry_taps_ms: Mutex::new(taps_ms.iter().copied().collect()),
@@ -500,18 +501,27 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// User `u`'s disk: this thread's cleared one, or a new in-memory database.
-fn take_disk(u: usize) -> SyncQueue {
+/// User `u`'s disk: this thread's cleared one, or a new in-memory database,
+/// with the queue's planted bug (if any) set for this run.
+fn take_disk(u: usize, planted: &PlantedEngineBugs) -> SyncQueue {
     let pooled = DISKS.with(|d| d.borrow_mut().get_mut(u).and_then(Option::take));
-    if let Some(mut queue) = pooled {
-        queue.clear().expect("clear a pooled queue");
-        return queue;
-    }
-    let conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
-    // SQLite's default busy wait would freeze the simulation in real time;
-    // nothing else holds this database anyway.
-    conn.busy_timeout(Duration::ZERO).expect("busy_timeout");
-    SyncQueue::from_connection(conn, &format!("device-{u}")).expect("fresh queue schema")
+    let mut queue = match pooled {
+        Some(mut queue) => {
+            queue.clear().expect("clear a pooled queue");
+            queue
+        }
+        None => {
+            let conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
+            // SQLite's default busy wait would freeze the simulation in real
+            // time; nothing else holds this database anyway.
+            conn.busy_timeout(Duration::ZERO).expect("busy_timeout");
+            SyncQueue::from_connection(conn, &format!("device-{u}")).expect("fresh queue schema")
+        }
+    };
+    // Set on every run, off included: a pooled disk may come from a run
+    // that planted it.
+    queue.plant_merge_keeps_batch_id(planted.merge_keeps_batch_id);
+    queue
 }
 
 /// Keeps a finished world's disks for the next run on this thread. A world

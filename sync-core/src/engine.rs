@@ -216,6 +216,13 @@ pub struct PlantedEngineBugs {
     /// older data over it (the app's "failed operation that escaped
     /// merging").
     pub failed_escapes_merge: bool,
+    /// A merge keeps the operation's batch id (planted in the queue by
+    /// `SyncQueue::plant_merge_keeps_batch_id`, which the driver calls): an
+    /// edit merged into an operation whose batch committed behind a lost
+    /// response is re-sent under that batch's id, answered as a replay, and
+    /// `mark_batch_completed` deletes it (the app's completion deleting a
+    /// newer merged edit).
+    pub merge_keeps_batch_id: bool,
 }
 
 impl PlantedEngineBugs {

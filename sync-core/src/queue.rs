@@ -197,6 +197,9 @@ pub struct SyncQueue {
     conn: rusqlite::Connection,
     /// What errors call the database (a path or a name).
     name: PathBuf,
+    /// Planted bug, simulation builds only (`plant_merge_keeps_batch_id`).
+    #[cfg(madsim)]
+    merge_keeps_batch_id: bool,
 }
 
 fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> QueueError {
@@ -424,7 +427,31 @@ impl SyncQueue {
         )
         .map_err(|e| corrupt(e.to_string()))?;
         conn.set_prepared_statement_cache_capacity(64);
-        Ok(SyncQueue { conn, name })
+        Ok(SyncQueue {
+            conn,
+            name,
+            #[cfg(madsim)]
+            merge_keeps_batch_id: false,
+        })
+    }
+
+    /// Plants a bug (simulation builds only): a merge keeps the operation's
+    /// batch id instead of forgetting it. An edit that merges into an
+    /// operation whose batch may have committed then travels under that
+    /// batch's id, the server answers it as a replay, and
+    /// `mark_batch_completed` deletes the newer edit it never received.
+    #[cfg(madsim)]
+    pub fn plant_merge_keeps_batch_id(&mut self, on: bool) {
+        self.merge_keeps_batch_id = on;
+    }
+
+    /// Whether a merge keeps the batch id: never, except with the planted
+    /// bug.
+    fn merge_keeps_batch_id(&self) -> bool {
+        #[cfg(madsim)]
+        return self.merge_keeps_batch_id;
+        #[cfg(not(madsim))]
+        return false;
     }
 
     /// The name errors use for this database.
@@ -447,7 +474,10 @@ impl SyncQueue {
         let tx = Tx::begin(&self.conn).map_err(sql("begin enqueue"))?;
         let data = json_text(&op.data);
         let existing = Self::find_mergeable(&tx, &op, policy)?;
-        let out = Self::enqueue_tx(&tx, op, &data, op_id, version, now_ms, policy, existing)?;
+        let keep_batch = self.merge_keeps_batch_id();
+        let out = Self::enqueue_tx(
+            &tx, op, &data, op_id, version, now_ms, policy, existing, keep_batch,
+        )?;
         tx.commit().map_err(sql("commit enqueue"))?;
         Ok(out)
     }
@@ -518,7 +548,8 @@ impl SyncQueue {
 
     /// `data` is `op.data` as JSON text (the caller's, so that a local write
     /// and its enqueue serialize it once); `existing` is what
-    /// `find_mergeable` said.
+    /// `find_mergeable` said; `keep_batch` is the planted bug's switch
+    /// (always false outside simulation builds).
     #[allow(clippy::too_many_arguments)]
     fn enqueue_tx(
         tx: &rusqlite::Connection,
@@ -529,6 +560,7 @@ impl SyncQueue {
         now_ms: i64,
         policy: MergePolicy,
         existing: Option<Mergeable>,
+        keep_batch: bool,
     ) -> Result<EnqueueOutcome, QueueError> {
         // `seq` is the rowid: left out, SQLite gives the row one more than
         // the largest seq, the same number a merge moves its row to.
@@ -576,6 +608,17 @@ impl SyncQueue {
                 // (back of the queue); ready at once; a revived failed or
                 // quarantined operation is pending again; its old batch id
                 // is forgotten (this is a new request's content).
+                let kept_batch: Option<String> = if keep_batch {
+                    query_row(
+                        tx,
+                        "SELECT batch_id FROM ops WHERE id = ?1",
+                        [&old_id],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql("planted: read batch id"))?
+                } else {
+                    None
+                };
                 exec(
                     tx,
                     "UPDATE ops SET kind = ?2, data = ?3, version = ?4, timestamp_ms = ?5, \
@@ -592,6 +635,14 @@ impl SyncQueue {
                     ],
                 )
                 .map_err(sql("merge op"))?;
+                if let Some(batch) = kept_batch {
+                    exec(
+                        tx,
+                        "UPDATE ops SET batch_id = ?2 WHERE id = ?1",
+                        [&old_id, &batch],
+                    )
+                    .map_err(sql("planted: keep batch id"))?;
+                }
                 Ok(EnqueueOutcome::Merged {
                     op_id: old_id,
                     kind,
@@ -676,12 +727,15 @@ impl SyncQueue {
         op_id: &str,
         now_ms: i64,
         policy: MergePolicy,
+        keep_batch: bool,
     ) -> Result<Written, QueueError> {
         // Both reads first: the local write does not touch `ops`.
         let (prev, existing) = Self::local_version_and_mergeable(tx, &op, policy)?;
         let data = json_text(&op.data);
         let version = Self::write_local_tx(tx, &op, &data, prev)?;
-        let outcome = Self::enqueue_tx(tx, op, &data, op_id, version, now_ms, policy, existing)?;
+        let outcome = Self::enqueue_tx(
+            tx, op, &data, op_id, version, now_ms, policy, existing, keep_batch,
+        )?;
         Ok(Written { outcome, version })
     }
 
@@ -696,7 +750,8 @@ impl SyncQueue {
     ) -> Result<Written, QueueError> {
         op.validate().map_err(QueueError::Invalid)?;
         let tx = Tx::begin(&self.conn).map_err(sql("begin write"))?;
-        let written = Self::write_and_enqueue_tx(&tx, op, op_id, now_ms, policy)?;
+        let keep_batch = self.merge_keeps_batch_id();
+        let written = Self::write_and_enqueue_tx(&tx, op, op_id, now_ms, policy, keep_batch)?;
         tx.commit().map_err(sql("commit write"))?;
         Ok(written)
     }
@@ -715,10 +770,13 @@ impl SyncQueue {
         for (op, _) in &edits {
             op.validate().map_err(QueueError::Invalid)?;
         }
+        let keep_batch = self.merge_keeps_batch_id();
         let tx = Tx::begin(&self.conn).map_err(sql("begin write"))?;
         let mut out = Vec::with_capacity(edits.len());
         for (op, op_id) in edits {
-            out.push(Self::write_and_enqueue_tx(&tx, op, &op_id, now_ms, policy)?);
+            out.push(Self::write_and_enqueue_tx(
+                &tx, op, &op_id, now_ms, policy, keep_batch,
+            )?);
         }
         tx.commit().map_err(sql("commit write"))?;
         Ok(out)

@@ -634,6 +634,36 @@ fn retry_failed_forgets_the_batch_id() {
     assert_eq!(revived.batch_id, None);
 }
 
+/// An edit merged into an operation whose batch outcome is unknown (sent,
+/// aborted, batch id kept) forgets the batch id: its content is a new
+/// request's. With the planted bug (simulation builds) it keeps it.
+#[test]
+fn a_merge_forgets_the_batch_id() {
+    let aborted_then_merged = |q: &mut SyncQueue| {
+        let policy = MergePolicy::PendingOrFailed;
+        let (op, _) = new_op(0, (0, 1, 0));
+        q.enqueue(op, "a", 1, 0, policy).unwrap();
+        let a = vec!["a".to_string()];
+        q.mark_batch_syncing(&a, 0, Some("b1")).unwrap();
+        q.mark_batch_aborted(&a, "timeout", 0, BatchIdAfter::Keep)
+            .unwrap();
+        assert_eq!(q.all().unwrap()[0].batch_id.as_deref(), Some("b1"));
+        let (edit, _) = new_op(1, (0, 1, 1));
+        q.enqueue(edit, "b", 2, 1, policy).unwrap();
+        let merged = q.all().unwrap().remove(0);
+        assert_eq!((merged.id.as_str(), merged.version), ("a", 2));
+        merged.batch_id
+    };
+    let mut q = SyncQueue::open_in_memory().unwrap();
+    assert_eq!(aborted_then_merged(&mut q), None);
+    #[cfg(madsim)]
+    {
+        let mut planted = SyncQueue::open_in_memory().unwrap();
+        planted.plant_merge_keeps_batch_id(true);
+        assert_eq!(aborted_then_merged(&mut planted).as_deref(), Some("b1"));
+    }
+}
+
 /// The operation a step makes from (type, entity, kind) as small numbers,
 /// with its id.
 fn new_op(step: usize, (t, id, kind): (u8, u8, u8)) -> (NewOperation, String) {
