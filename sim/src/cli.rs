@@ -5,7 +5,7 @@
 //! when the hardened preset broke one; 2 for bad input.
 
 use crate::explore::PlantedBug;
-use crate::report::{render_json, render_markdown, replay_command, ScenarioReport};
+use crate::report::{bug_flag, render_json, render_markdown, replay_command, ScenarioReport};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::world::run_checked;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -408,7 +408,7 @@ pub fn run(cli: Cli) -> Outcome {
                     r.scenario.name,
                     path.display(),
                     preset.as_str(),
-                    bug.map(|b| format!(" --bug {}", b.name)).unwrap_or_default(),
+                    bug_flag(bug.map(|b| b.name)),
                 ),
                 stderr: String::new(),
             }
@@ -707,57 +707,56 @@ mod tests {
         );
     }
 
+    /// `sim explore ARGS --format json`: the exit code and the parsed output
+    /// (stderr in the panic message if it is not JSON).
+    fn explore_json(args: &[&str]) -> (i32, serde_json::Value) {
+        let argv = ["sim", "explore"]
+            .iter()
+            .chain(args)
+            .chain(&["--format", "json"])
+            .copied();
+        let o = run_args(argv);
+        let v = serde_json::from_str(&o.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", o.stdout, o.stderr));
+        (o.code, v)
+    }
+
     #[test]
     fn explore_json_is_one_object_for_one_scenario_and_for_all() {
-        let keys = [
-            "scenario",
-            "preset",
-            "seeds",
-            "violations",
-            "seeds_per_second",
-            "failing_seeds",
-        ];
-        let one = run_args([
-            "sim",
-            "explore",
-            "normal-usage",
-            "--seeds",
-            "2",
-            "--skip-marks",
-            "--format",
-            "json",
-        ]);
-        assert_eq!(one.code, 0, "{}", one.stderr);
-        let v: serde_json::Value = serde_json::from_str(&one.stdout).unwrap();
-        for k in keys {
-            assert!(v.get(k).is_some(), "no {k} in {v}");
-        }
+        let has_headline = |v: &serde_json::Value| {
+            for k in [
+                "scenario",
+                "preset",
+                "seeds",
+                "violations",
+                "seeds_per_second",
+                "failing_seeds",
+            ] {
+                assert!(v.get(k).is_some(), "no {k} in {v}");
+            }
+        };
+        let (code, v) = explore_json(&["normal-usage", "--seeds", "2", "--skip-marks"]);
+        assert_eq!(code, 0, "{v}");
+        has_headline(&v);
         assert_eq!(v["scenario"], "normal-usage");
         assert_eq!(v["seeds"], 2);
 
         // A failing sweep exits 1 and names a replay command per failing seed.
-        let bad = run_args([
-            "sim",
-            "explore",
+        let (code, v) = explore_json(&[
             "partial-failure",
             "--seeds",
             "1",
             "--bug",
             "non-atomic-bulk",
-            "--format",
-            "json",
         ]);
-        assert_eq!(bad.code, 1, "{}", bad.stderr);
-        let v: serde_json::Value = serde_json::from_str(&bad.stdout).unwrap();
+        assert_eq!(code, 1, "{v}");
         assert_eq!(v["failing_seeds"], serde_json::json!([0]));
         assert_eq!(
             v["replay_commands"][0],
             "cargo run -p sim -- replay partial-failure --seed 0 --preset hardened --trace --bug non-atomic-bulk"
         );
 
-        let all = run_args([
-            "sim",
-            "explore",
+        let (code, v) = explore_json(&[
             "all",
             "--seeds",
             "1",
@@ -766,14 +765,9 @@ mod tests {
             "--check-determinism",
             "0",
             "--skip-marks",
-            "--format",
-            "json",
         ]);
-        assert_eq!(all.code, 0, "{}", all.stderr);
-        let v: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
-        for k in keys {
-            assert!(v.get(k).is_some(), "no {k} in {v}");
-        }
+        assert_eq!(code, 0, "{v}");
+        has_headline(&v);
         let n = Scenario::known().len();
         assert_eq!(v["scenario"], "all");
         assert_eq!(v["seeds"], n as u64);

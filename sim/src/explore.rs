@@ -4,7 +4,7 @@
 
 use crate::checker::CHECKERS;
 use crate::history::Event;
-use crate::report::replay_command;
+use crate::report::{bug_flag, replay_command};
 use crate::scenario::Scenario;
 use crate::server::ServerBugs;
 use crate::world::{run, run_checked, WorldParams};
@@ -509,10 +509,7 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     out.replay_commands = out
         .failing_seeds
         .iter()
-        .map(|seed| {
-            let bug = o.bug.map(|b| format!(" --bug {}", b.name));
-            replay_command(&s.name, *seed, o.preset) + bug.as_deref().unwrap_or_default()
-        })
+        .map(|seed| replay_command(&s.name, *seed, o.preset) + &bug_flag(o.bug.map(|b| b.name)))
         .collect();
     out.seeds_per_second = seeds.len() as f64 / secs;
     out.sim_seconds_per_wall_second = sim_ms as f64 / 1000.0 / secs;

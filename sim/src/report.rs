@@ -77,6 +77,12 @@ impl ScenarioReport {
     }
 }
 
+/// The ` --bug NAME` flag a command repeats for a planted bug; empty
+/// without one.
+pub fn bug_flag(bug: Option<&str>) -> String {
+    bug.map(|b| format!(" --bug {b}")).unwrap_or_default()
+}
+
 /// The command that replays one preset of one seed.
 pub fn replay_command(scenario: &str, seed: u64, preset: Preset) -> String {
     format!(

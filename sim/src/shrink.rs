@@ -30,6 +30,7 @@
 
 use crate::explore::PlantedBug;
 use crate::nemesis::FaultPlan;
+use crate::report::bug_flag;
 use crate::scenario::{Scenario, Shrunk};
 use crate::script::ScriptSection;
 use crate::world::{run_checked, Script, WorldParams};
@@ -355,7 +356,7 @@ pub fn scenario_file(r: &ShrinkResult, path: &std::path::Path) -> Result<String,
         from.from,
         from.seed,
         from.preset.as_str(),
-        from.bug.as_deref().map(|b| format!(" --bug {b}")).unwrap_or_default(),
+        bug_flag(from.bug.as_deref()),
         r.runs,
         if r.minimal { "" } else { "; candidate budget spent, not minimal" },
         if r.controlled { "; the hardened preset holds on it" } else { "" },
@@ -366,6 +367,6 @@ pub fn scenario_file(r: &ShrinkResult, path: &std::path::Path) -> Result<String,
         path.display(),
         from.seed,
         from.preset.as_str(),
-        from.bug.as_deref().map(|b| format!(" --bug {b}")).unwrap_or_default(),
+        bug_flag(from.bug.as_deref()),
     ))
 }
