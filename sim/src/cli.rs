@@ -122,8 +122,11 @@ pub enum Command {
     },
     /// Sweep many seeds of a scenario (or `all`) on worker threads.
     Explore {
-        /// Scenario name, or `all`.
+        /// Scenario name, or `all`; ignored with --file.
         name: String,
+        /// Load the scenario from this TOML file instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
         #[arg(long)]
         seeds: u64,
         #[arg(long, default_value_t = 0)]
@@ -273,7 +276,7 @@ pub fn run(cli: Cli) -> Outcome {
                                 "{} violated {} on seed {seed}: replay with `{}`\n",
                                 run.preset.as_str(),
                                 v.checker,
-                                replay_command(&s.name, seed, run.preset)
+                                replay_command(&s.replay_target(), seed, run.preset)
                             ));
                         }
                     }
@@ -415,6 +418,7 @@ pub fn run(cli: Cli) -> Outcome {
         }
         Command::Explore {
             name,
+            file,
             seeds,
             start,
             jobs,
@@ -436,8 +440,15 @@ pub fn run(cli: Cli) -> Outcome {
                 Ok(pb) => pb,
                 Err(e) => return bad_input(e),
             };
-            let all = name == "all";
-            let names = if all { Scenario::known() } else { vec![name] };
+            let all = name == "all" && file.is_none();
+            let scenarios: Vec<Result<Scenario, ScenarioError>> = if all {
+                Scenario::known()
+                    .iter()
+                    .map(|n| Scenario::embedded(n))
+                    .collect()
+            } else {
+                vec![load(&name, file.as_deref())]
+            };
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let opts = crate::explore::SweepOptions {
@@ -454,8 +465,8 @@ pub fn run(cli: Cli) -> Outcome {
             let mut stdout = String::new();
             let mut json = Vec::new();
             let mut ok = true;
-            for n in names {
-                let s = match Scenario::embedded(&n) {
+            for s in scenarios {
+                let s = match s {
                     Ok(s) => s,
                     Err(e) => return bad_input(e),
                 };
@@ -596,7 +607,7 @@ fn sweep(s: &Scenario, start: u64, n: u64, presets: &[Preset]) -> Outcome {
         for seed in failing.iter().take(5) {
             out.push_str(&format!(
                 "  replay: {}\n",
-                replay_command(&s.name, *seed, *preset)
+                replay_command(&s.replay_target(), *seed, *preset)
             ));
         }
         stderr.push_str(&format!(
@@ -772,6 +783,43 @@ mod tests {
         assert_eq!(v["scenario"], "all");
         assert_eq!(v["seeds"], n as u64);
         assert_eq!(v["scenarios"].as_array().map(Vec::len), Some(n));
+    }
+
+    #[test]
+    fn explore_sweeps_a_scenario_file_and_its_replays_name_the_file() {
+        // A shrunk regression: fails under its planted bug on its seed, and
+        // `replay NAME` alone could not find it (it is not embedded).
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scenarios/regressions/roster-delete-unsubsumed-seed779437.toml"
+        );
+        let s = Scenario::from_file(Path::new(file)).expect("regression file");
+        let seed = s.seed.to_string();
+        let args = ["ignored", "--file", file, "--seeds", "1", "--start", &seed];
+        let (code, v) = explore_json(&[&args[..], &["--bug", "roster-delete-unsubsumed"]].concat());
+        assert_eq!(code, 1, "{v}");
+        assert_eq!(v["scenario"], s.name.as_str());
+        assert_eq!(
+            v["replay_commands"][0],
+            format!(
+                "cargo run -p sim -- replay {} --file {file} --seed {seed} --preset hardened --trace --bug roster-delete-unsubsumed",
+                s.name
+            )
+        );
+        let (code, v) = explore_json(&args);
+        assert_eq!(code, 0, "the hardened engine holds on it: {v}");
+        // A missing file is bad input, named.
+        let o = run_args([
+            "sim",
+            "explore",
+            "x",
+            "--file",
+            "/nonexistent.toml",
+            "--seeds",
+            "1",
+        ]);
+        assert_eq!(o.code, 2);
+        assert!(o.stderr.contains("/nonexistent.toml"), "{}", o.stderr);
     }
 
     #[test]

@@ -157,6 +157,22 @@ pub const BUGS: &[PlantedBug] = &[
         also_disable: &[],
     },
     PlantedBug {
+        name: "changed-op-unchecked",
+        breaks: "an operation that changed between its selection and mark syncing skips the selection's parent rules: an edit that re-linked a child to a parent created after the selection sends the child without it, the call fails its foreign key, and the child is quarantined as a bad record (found in the hardened engine by a 3,000-seed sweep)",
+        caught_by: "convergence",
+        scenario: "relink-mid-sync",
+        kind: BugKind::Engine(|b| b.changed_op_unchecked = true),
+        also_disable: &[],
+    },
+    PlantedBug {
+        name: "roster-delete-unsubsumed",
+        breaks: "a roster delete that its team's queued delete subsumes is dropped only from a fresh selection: re-sent in an unresolved batch, or pulled in as a blocker of the team's delete, it reaches a server that never saw the team and is quarantined as a bad record (found in the hardened engine by a 3,000-seed sweep)",
+        caught_by: "convergence",
+        scenario: "team-churn",
+        kind: BugKind::Engine(|b| b.roster_delete_unsubsumed = true),
+        also_disable: &[],
+    },
+    PlantedBug {
         name: "busy-loop",
         breaks: "the re-check after a pass counts operations still in backoff as work, so the engine spins through passes that send nothing (the app's busy loop)",
         caught_by: "no_busy_loop",
@@ -509,7 +525,9 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     out.replay_commands = out
         .failing_seeds
         .iter()
-        .map(|seed| replay_command(&s.name, *seed, o.preset) + &bug_flag(o.bug.map(|b| b.name)))
+        .map(|seed| {
+            replay_command(&s.replay_target(), *seed, o.preset) + &bug_flag(o.bug.map(|b| b.name))
+        })
         .collect();
     out.seeds_per_second = seeds.len() as f64 / secs;
     out.sim_seconds_per_wall_second = sim_ms as f64 / 1000.0 / secs;

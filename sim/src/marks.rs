@@ -66,6 +66,14 @@ pub const MARKS: &[(&str, &str)] = &[
         "an operation changed (an edit merged into it, or replaced it) between its fetch for a batch and mark syncing; the engine sent what the queue held then",
     ),
     (
+        "changed_op_deferred",
+        "an operation that changed before mark syncing now needs a parent outside its call (or is subsumed by its team's delete); the engine left it for the next pass",
+    ),
+    (
+        "roster_delete_subsumed",
+        "a roster delete was completed locally because its team's queued delete removes the roster on the server",
+    ),
+    (
         "retry_failed_revived",
         "the user's Retry failed sent failed operations back to pending",
     ),

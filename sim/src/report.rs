@@ -36,6 +36,9 @@ pub struct ScenarioReport {
     /// The options the seed expanded to (swarm testing).
     pub options: BTreeMap<String, String>,
     pub runs: Vec<PresetRun>,
+    /// `Scenario::replay_target`: what replay commands name.
+    #[serde(skip)]
+    pub replay_target: String,
 }
 
 impl ScenarioReport {
@@ -65,6 +68,7 @@ impl ScenarioReport {
             seed,
             options,
             runs,
+            replay_target: s.replay_target(),
         }
     }
 
@@ -83,10 +87,12 @@ pub fn bug_flag(bug: Option<&str>) -> String {
     bug.map(|b| format!(" --bug {b}")).unwrap_or_default()
 }
 
-/// The command that replays one preset of one seed.
-pub fn replay_command(scenario: &str, seed: u64, preset: Preset) -> String {
+/// The command that replays one preset of one seed; `target` is
+/// `Scenario::replay_target` (the name, with `--file` for a scenario loaded
+/// from a file).
+pub fn replay_command(target: &str, seed: u64, preset: Preset) -> String {
     format!(
-        "cargo run -p sim -- replay {scenario} --seed {seed} --preset {} --trace",
+        "cargo run -p sim -- replay {target} --seed {seed} --preset {} --trace",
         preset.as_str()
     )
 }
@@ -183,7 +189,7 @@ pub fn render_markdown(r: &ScenarioReport) -> String {
                 v.violations,
                 v.detail.replace('|', "\\|"),
                 v.first_offender.as_deref().unwrap_or("-"),
-                replay_command(&r.scenario, r.seed, run.preset)
+                replay_command(&r.replay_target, r.seed, run.preset)
             );
         }
     }
@@ -292,6 +298,7 @@ mod tests {
             summary: "a hand-built report".into(),
             seed: 7,
             options: BTreeMap::from([("kills".to_string(), "1".to_string())]),
+            replay_target: "sample".into(),
             runs: vec![
                 PresetRun {
                     preset: Preset::Batched,

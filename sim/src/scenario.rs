@@ -8,7 +8,7 @@ use crate::workload::WorkloadParams;
 use crate::world::WorldParams;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use sync_core::engine::Preset;
 
 /// Every scenario shipped in `scenarios/`, embedded in the binary.
@@ -82,6 +82,14 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "retry-quarantined",
         include_str!("../../scenarios/retry-quarantined.toml"),
     ),
+    (
+        "relink-mid-sync",
+        include_str!("../../scenarios/relink-mid-sync.toml"),
+    ),
+    (
+        "team-churn",
+        include_str!("../../scenarios/team-churn.toml"),
+    ),
 ];
 
 /// A scenario file.
@@ -118,6 +126,11 @@ pub struct Scenario {
     /// regression test holds it to that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shrunk: Option<Shrunk>,
+    /// The file it was loaded from (`None` for an embedded scenario): a
+    /// replay command must name it, since `replay NAME` finds only the
+    /// embedded ones.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// The failure a shrunk scenario preserves.
@@ -429,7 +442,18 @@ impl Scenario {
             path: path.display().to_string(),
             detail: e.to_string(),
         })?;
-        Scenario::parse(&text, &path.display().to_string())
+        let mut s = Scenario::parse(&text, &path.display().to_string())?;
+        s.file = Some(path.to_path_buf());
+        Ok(s)
+    }
+
+    /// What `sim replay` needs to find this scenario: its name, and the
+    /// file for one loaded from a file.
+    pub fn replay_target(&self) -> String {
+        match &self.file {
+            Some(path) => format!("{} --file {}", self.name, path.display()),
+            None => self.name.clone(),
+        }
     }
 
     /// Parses and validates TOML text; `file` names it in errors.

@@ -86,4 +86,6 @@ scenarios! {
     tenant_forgery => "tenant-forgery",
     retry_failed => "retry-failed",
     retry_quarantined => "retry-quarantined",
+    relink_mid_sync => "relink-mid-sync",
+    team_churn => "team-churn",
 }

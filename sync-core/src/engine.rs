@@ -223,6 +223,22 @@ pub struct PlantedEngineBugs {
     /// `mark_batch_completed` deletes it (the app's completion deleting a
     /// newer merged edit).
     pub merge_keeps_batch_id: bool,
+    /// An operation that changed between its selection and mark syncing is
+    /// sent without the selection's parent rules: an edit that re-linked a
+    /// child to a parent created after the selection sends the child
+    /// without it, the call fails its foreign key, and the child is
+    /// quarantined as a bad record (found in the hardened engine by
+    /// `sim explore partial-failure`, seed 778893).
+    pub changed_op_unchecked: bool,
+    /// `without_subsumed` runs only on a fresh selection, as it first did:
+    /// a roster delete that its team's queued delete subsumes is still sent
+    /// when it comes back in an unresolved batch (the team's create left the
+    /// batch by merging into a delete) or is pulled in as a blocker of the
+    /// team's delete. On a team the server never saw, the call fails "team
+    /// not found" and the roster delete is quarantined as a bad record
+    /// (found in the hardened engine by `sim explore flaky-network`, seed
+    /// 779437).
+    pub roster_delete_unsubsumed: bool,
 }
 
 impl PlantedEngineBugs {
@@ -572,9 +588,14 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 // it committed, a dropped one is sent again later and the
                 // version gate skips it); adding would not be. A child
                 // whose parent has since gained a newer queued edit (that
-                // left the batch when it merged) waits for it.
+                // left the batch when it merged) waits for it. A roster
+                // delete whose team's create left the batch by merging into
+                // a delete is subsumed, as in a fresh selection: sent alone
+                // it names a team the server may never have seen (found by
+                // `sim explore flaky-network`, seed 779437).
                 let kept = if h.parents_first {
-                    self.without_orphans(ops.clone(), false)?
+                    let ops = self.without_subsumed(ops.clone(), false)?;
+                    self.without_orphans(ops, false)?
                 } else {
                     ops.clone()
                 };
@@ -629,7 +650,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             }
         }
         if h.parents_first {
-            bulk_ops = self.without_subsumed(bulk_ops)?;
+            bulk_ops = self.without_subsumed(bulk_ops, true)?;
             bulk_ops = self.without_orphans(bulk_ops, true)?;
         }
         info!(ops = bulk_ops.len(), games = game_ops.len(), "batch formed");
@@ -821,16 +842,18 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// syncing now, with their current content, in the same order. Most
     /// copies are unchanged since they were fetched: a compare-and-set on
     /// each row's `seq` marks those and keeps the copies. Only an operation
-    /// that changed (merged, or no longer pending) is marked by id and read
-    /// again, so the common case reads nothing.
+    /// that changed (merged, or no longer pending) is read again, held to
+    /// the selection's parent rules (`admit_changed`) and marked by id, so
+    /// the common case reads nothing.
     fn mark_syncing_fresh(
         &self,
         group: Vec<SyncOperation>,
         now_ms: i64,
         batch_id: Option<&str>,
     ) -> Result<Vec<SyncOperation>, EngineError> {
-        let mut q = self.q();
-        let marked = q.mark_batch_syncing_unchanged(&group, now_ms, batch_id)?;
+        let marked = self
+            .q()
+            .mark_batch_syncing_unchanged(&group, now_ms, batch_id)?;
         let changed: Vec<String> = group
             .iter()
             .zip(&marked)
@@ -838,9 +861,11 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             .map(|(o, _)| o.id.clone())
             .collect();
         if !changed.is_empty() {
-            q.mark_batch_syncing(&changed, now_ms, batch_id)?;
             self.host.mark("op_changed_before_mark");
+            let admitted = self.admit_changed(&group, changed)?;
+            self.q().mark_batch_syncing(&admitted, now_ms, batch_id)?;
         }
+        let q = self.q();
         let mut out = Vec::with_capacity(group.len());
         for (mut op, unchanged) in group.into_iter().zip(marked) {
             if unchanged {
@@ -860,6 +885,47 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             }
         }
         Ok(out)
+    }
+
+    /// Which of the `changed` members of `group` may still go in its call.
+    /// A changed operation carries content the selection never saw: the
+    /// edit that merged in may link a parent created after the selection
+    /// (queued, not in this call, not on the server), or may have turned a
+    /// roster's operation into a delete that its team's queued delete
+    /// subsumes. Under `parents_first` such an operation stays pending for
+    /// the next pass, whose selection takes it with its parent (found by
+    /// `sim explore partial-failure`, seed 778893: an adjustment re-linked
+    /// to a new team was sent without it, failed its foreign key alone, and
+    /// was quarantined as a bad record). Deferring one never strands
+    /// another member: what blocks is a parent's upsert (seasons,
+    /// tournaments and teams have no parents, so none is ever deferred
+    /// here) or a team's delete, which nothing waits for.
+    fn admit_changed(
+        &self,
+        group: &[SyncOperation],
+        changed: Vec<String>,
+    ) -> Result<Vec<String>, EngineError> {
+        let h = self.config.hardening;
+        if !h.parents_first || PlantedEngineBugs::active(self.config.planted.changed_op_unchecked) {
+            return Ok(changed);
+        }
+        let in_group: BTreeSet<String> = group.iter().map(|o| o.id.clone()).collect();
+        let mut admitted = Vec::with_capacity(changed.len());
+        for id in changed {
+            let Some(current) = self.q().get(&id)? else {
+                continue;
+            };
+            if current.status != crate::model::OpStatus::Pending {
+                continue;
+            }
+            if self.is_subsumed(&current)? || self.has_queued_parent_except(&current, &in_group)? {
+                debug!(op = %id, "changed operation waits for the next selection");
+                self.host.mark("changed_op_deferred");
+                continue;
+            }
+            admitted.push(id);
+        }
+        Ok(admitted)
     }
 
     fn ctx(&self, ops: &[SyncOperation]) -> RequestCtx {
@@ -1056,21 +1122,24 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// team's delete removes the roster on the server (cascade), while the
     /// roster's own "set empty" would fail once the team is gone, or if the
     /// team never reached the server. Completed locally, never sent.
+    ///
+    /// Every set of operations about to be sent goes through it: a fresh
+    /// selection (`fresh`), an unresolved batch re-sent, and a selection
+    /// after `without_orphans` pulled a team's roster in as blockers of its
+    /// delete.
     fn without_subsumed(
         &mut self,
         ops: Vec<SyncOperation>,
+        fresh: bool,
     ) -> Result<Vec<SyncOperation>, EngineError> {
+        if !fresh && PlantedEngineBugs::active(self.config.planted.roster_delete_unsubsumed) {
+            return Ok(ops);
+        }
         let mut kept = Vec::with_capacity(ops.len());
         for op in ops {
-            let subsumed = op.entity_type == EntityType::TeamRoster
-                && op.kind.is_delete()
-                && self
-                    .q()
-                    .queued_for_entity(EntityType::Team, &op.entity_id)?
-                    .iter()
-                    .any(|(_, kind)| kind.is_delete());
-            if subsumed {
+            if self.is_subsumed(&op)? {
                 debug!(op = %op.id, "roster delete subsumed by its team's delete");
+                self.host.mark("roster_delete_subsumed");
                 self.q().remove(&op.id)?;
                 self.stats.ops_superseded += 1;
             } else {
@@ -1080,10 +1149,22 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         Ok(kept)
     }
 
+    /// A roster delete whose team also has a queued delete (see
+    /// `without_subsumed`).
+    fn is_subsumed(&self, op: &SyncOperation) -> Result<bool, EngineError> {
+        Ok(op.entity_type == EntityType::TeamRoster
+            && op.kind.is_delete()
+            && self
+                .q()
+                .queued_for_entity(EntityType::Team, &op.entity_id)?
+                .iter()
+                .any(|(_, kind)| kind.is_delete()))
+    }
+
     /// Drops from a bulk selection the children whose parent has a queued
     /// upsert that is not in the same call (they wait for a later pass).
     fn without_orphans(
-        &self,
+        &mut self,
         ops: Vec<SyncOperation>,
         pull_blockers: bool,
     ) -> Result<Vec<SyncOperation>, EngineError> {
@@ -1129,6 +1210,9 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 break;
             }
             debug!(pulled = extra.len(), "parents pulled into the batch");
+            // A team's delete pulls in its roster's operations; a roster
+            // delete among them is subsumed by it and must not be sent.
+            let extra = self.without_subsumed(extra, false)?;
             ops.extend(extra);
         }
         let in_batch: BTreeSet<String> = ops.iter().map(|o| o.id.clone()).collect();
