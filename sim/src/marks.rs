@@ -67,7 +67,7 @@ pub const MARKS: &[(&str, &str)] = &[
     ),
     (
         "changed_op_deferred",
-        "an operation that changed before mark syncing now needs a parent outside its call (or is subsumed by its team's delete); the engine left it for the next pass",
+        "an operation that changed before mark syncing now links a parent queued outside its call; the engine left it for the next pass",
     ),
     (
         "roster_delete_subsumed",

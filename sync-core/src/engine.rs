@@ -846,7 +846,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// the selection's parent rules (`admit_changed`) and marked by id, so
     /// the common case reads nothing.
     fn mark_syncing_fresh(
-        &self,
+        &mut self,
         group: Vec<SyncOperation>,
         now_ms: i64,
         batch_id: Option<&str>,
@@ -892,16 +892,19 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// edit that merged in may link a parent created after the selection
     /// (queued, not in this call, not on the server), or may have turned a
     /// roster's operation into a delete that its team's queued delete
-    /// subsumes. Under `parents_first` such an operation stays pending for
-    /// the next pass, whose selection takes it with its parent (found by
+    /// subsumes. Under `parents_first` the first kind stays pending for the
+    /// next pass, whose selection takes it with its parent (found by
     /// `sim explore partial-failure`, seed 778893: an adjustment re-linked
     /// to a new team was sent without it, failed its foreign key alone, and
-    /// was quarantined as a bad record). Deferring one never strands
-    /// another member: what blocks is a parent's upsert (seasons,
-    /// tournaments and teams have no parents, so none is ever deferred
-    /// here) or a team's delete, which nothing waits for.
+    /// was quarantined as a bad record); the second is completed locally,
+    /// as `without_subsumed` does (deferred, it would outlive its team's
+    /// delete and then be sent alone). Deferring never strands another
+    /// member: only a child waits, and the one child that something else
+    /// waits for, a roster (a team's delete waits for it), is deferred only
+    /// while its team has a queued upsert, so that team has no queued
+    /// delete in this call.
     fn admit_changed(
-        &self,
+        &mut self,
         group: &[SyncOperation],
         changed: Vec<String>,
     ) -> Result<Vec<String>, EngineError> {
@@ -909,21 +912,24 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         if !h.parents_first || PlantedEngineBugs::active(self.config.planted.changed_op_unchecked) {
             return Ok(changed);
         }
+        let mut current = Vec::with_capacity(changed.len());
+        for id in &changed {
+            if let Some(op) = self.q().get(id)? {
+                if op.status == crate::model::OpStatus::Pending {
+                    current.push(op);
+                }
+            }
+        }
+        let current = self.without_subsumed(current, false)?;
         let in_group: BTreeSet<String> = group.iter().map(|o| o.id.clone()).collect();
-        let mut admitted = Vec::with_capacity(changed.len());
-        for id in changed {
-            let Some(current) = self.q().get(&id)? else {
-                continue;
-            };
-            if current.status != crate::model::OpStatus::Pending {
-                continue;
-            }
-            if self.is_subsumed(&current)? || self.has_queued_parent_except(&current, &in_group)? {
-                debug!(op = %id, "changed operation waits for the next selection");
+        let mut admitted = Vec::with_capacity(current.len());
+        for op in current {
+            if self.has_queued_parent_except(&op, &in_group)? {
+                debug!(op = %op.id, "changed operation waits for the next selection");
                 self.host.mark("changed_op_deferred");
-                continue;
+            } else {
+                admitted.push(op.id);
             }
-            admitted.push(id);
         }
         Ok(admitted)
     }
@@ -1124,9 +1130,9 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// team never reached the server. Completed locally, never sent.
     ///
     /// Every set of operations about to be sent goes through it: a fresh
-    /// selection (`fresh`), an unresolved batch re-sent, and a selection
-    /// after `without_orphans` pulled a team's roster in as blockers of its
-    /// delete.
+    /// selection (`fresh`), an unresolved batch re-sent, the roster a team's
+    /// delete pulled in as blockers (`without_orphans`), and the operations
+    /// that changed before mark syncing (`admit_changed`).
     fn without_subsumed(
         &mut self,
         ops: Vec<SyncOperation>,

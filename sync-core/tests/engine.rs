@@ -4,7 +4,8 @@
 //! Each test shows how the three presets behave on one of the faults the
 //! issue names: a lost response after commit, a bad record in a batch of 50,
 //! an edit that arrives while its entity is in flight, an abort, a 401 and
-//! a 5xx.
+//! a 5xx; and one hardened rule the simulator's sweeps found missing (a
+//! child re-linked to a new parent between selection and send).
 
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
@@ -68,6 +69,8 @@ struct FakeServer {
     applied_writes: usize,
     /// Runs inside the next request (an edit while in flight).
     during_next_call: Option<Hook>,
+    /// Runs inside the request with this number (1-based).
+    during_call: Option<(usize, Hook)>,
 }
 
 #[derive(Clone)]
@@ -99,6 +102,7 @@ impl FakeServer {
         for (t, items) in [
             (EntityType::Player, &p.players),
             (EntityType::Team, &p.teams),
+            (EntityType::PlayerAdjustment, &p.player_adjustments),
         ] {
             for item in items {
                 let id = item["id"].as_str().unwrap().to_string();
@@ -119,10 +123,34 @@ impl FakeServer {
         ctx.ops.iter().any(|o| self.bad_ids.contains(&o.entity_id))
     }
 
+    /// The foreign key of `player_adjustments.team_id`: a team neither on
+    /// the server nor in the same call (whose teams go first).
+    fn missing_team(&self, p: &BulkSyncPayload) -> Option<String> {
+        p.player_adjustments
+            .iter()
+            .filter_map(|a| a["team_id"].as_str())
+            .find(|team| {
+                !self
+                    .rows
+                    .contains_key(&(EntityType::Team, team.to_string()))
+                    && !p.teams.iter().any(|t| t["id"] == *team)
+            })
+            .map(str::to_string)
+    }
+
     fn begin(&mut self) -> Script {
         self.requests += 1;
         if let Some(mut hook) = self.during_next_call.take() {
             hook();
+        }
+        if self
+            .during_call
+            .as_ref()
+            .is_some_and(|(n, _)| *n == self.requests)
+        {
+            if let Some((_, mut hook)) = self.during_call.take() {
+                hook();
+            }
         }
         self.script.pop_front().unwrap_or(Script::Ok)
     }
@@ -138,6 +166,12 @@ impl Remote for Fake {
         let mut s = self.0.borrow_mut();
         if s.mentions_bad(ctx) {
             return Err(RemoteError::database("23514", "check violation"));
+        }
+        if let Some(team) = s.missing_team(payload) {
+            return Err(RemoteError::database(
+                "23503",
+                format!("team_id = {team} is not present in table \"teams\""),
+            ));
         }
         if let Some(b) = &payload.batch_id {
             if s.batches.contains(b) {
@@ -237,11 +271,15 @@ struct Rig {
 
 impl Rig {
     fn new(preset: Preset) -> Rig {
+        Rig::with_config(EngineConfig::preset(preset))
+    }
+
+    fn with_config(config: EngineConfig) -> Rig {
         let queue = Arc::new(Mutex::new(SyncQueue::open_in_memory().unwrap()));
         let server = Fake(Rc::new(RefCell::new(FakeServer::default())));
         let clock = Rc::new(Cell::new(1_000));
         let engine = SyncEngine::new(
-            EngineConfig::preset(preset),
+            config,
             queue.clone(),
             server.clone(),
             FakeHost(clock.clone()),
@@ -461,6 +499,76 @@ fn edit_while_in_flight_then_failure() {
                 "{preset:?}: the stale retry overwrites the newer edit"
             ),
         }
+    }
+}
+
+#[test]
+fn a_child_relinked_mid_pass_waits_for_its_new_parent() {
+    // partial-failure seed 778893, in miniature: a bad record makes the
+    // pass bisect, and while the first half is in flight the user creates
+    // team t9 and links adjustment a1 (selected before t9 existed, waiting
+    // in the second half) to it. Sent in that half without t9, a1 would
+    // fail its foreign key alone and be quarantined as if it were bad. It
+    // must wait for the next pass and go with (or after) t9.
+    let run = |planted: bool| {
+        let mut config = EngineConfig::preset(Preset::Hardened);
+        config.planted.changed_op_unchecked = planted;
+        let mut rig = Rig::with_config(config);
+        for i in 0..3 {
+            rig.player(&format!("p{i}"), "a");
+        }
+        rig.player("pbad", "a");
+        rig.server.0.borrow_mut().bad_ids.insert("pbad".into());
+        rig.edit(
+            EntityType::PlayerAdjustment,
+            "a1",
+            OpKind::Create,
+            json!({"id": "a1", "team_id": null}),
+        );
+        let queue = rig.queue.clone();
+        let policy = rig.engine.config().merge_policy();
+        let now = rig.clock.get();
+        // Request 1 carries all five and fails on pbad; request 2 is the
+        // first half, [p0, p1].
+        rig.server.0.borrow_mut().during_call = Some((
+            2,
+            Box::new(move || {
+                let mut n = 100;
+                for (t, id, kind, data) in [
+                    (EntityType::Team, "t9", OpKind::Create, json!({"id": "t9"})),
+                    (
+                        EntityType::PlayerAdjustment,
+                        "a1",
+                        OpKind::Update,
+                        json!({"id": "a1", "team_id": "t9"}),
+                    ),
+                ] {
+                    edit_queue(&queue, policy, &mut n, now + 1, t, id, kind, data);
+                }
+            }),
+        ));
+        rig.drain();
+        let a1 = rig
+            .server
+            .0
+            .borrow()
+            .rows
+            .get(&(EntityType::PlayerAdjustment, "a1".to_string()))
+            .cloned();
+        (a1, rig.ops())
+    };
+    let (a1, ops) = run(false);
+    assert_eq!(a1, Some(json!({"id": "a1", "team_id": "t9"})));
+    assert_eq!(ops.len(), 1, "only the bad record is left: {ops:?}");
+    assert_eq!(ops[0].entity_id, "pbad");
+    if cfg!(madsim) {
+        // The planted bug (simulation builds only) shows the test can fail.
+        let (a1, ops) = run(true);
+        assert_eq!(a1, None);
+        assert!(
+            ops.iter().any(|o| o.entity_id == "a1" && o.quarantined),
+            "{ops:?}"
+        );
     }
 }
 
