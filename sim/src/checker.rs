@@ -35,7 +35,7 @@ pub struct CheckResult {
     pub first_offender: Option<String>,
 }
 
-pub const CHECKERS: [&str; 8] = [
+pub const CHECKERS: [&str; 9] = [
     "atomicity",
     "per_entity_order",
     "exactly_once",
@@ -44,6 +44,7 @@ pub const CHECKERS: [&str; 8] = [
     "referential_integrity",
     "tenant_isolation",
     "no_busy_loop",
+    "no_honest_rejection",
 ];
 
 /// Sync passes that send nothing, per device and simulated instant, beyond
@@ -126,6 +127,7 @@ pub fn check_all(run: &RunOutput) -> Vec<CheckResult> {
         referential_integrity(run, &j, &snaps),
         tenant_isolation(run, &snaps),
         no_busy_loop(run),
+        no_honest_rejection(run),
     ]
 }
 
@@ -593,4 +595,86 @@ fn no_busy_loop(run: &RunOutput) -> CheckResult {
         }
     }
     t.finish("no_busy_loop")
+}
+
+/// Whether a server error blames the records a call carries (SQLSTATE class
+/// 22, data exception; 23, integrity constraint; 54, program limit such as
+/// the payload cap), as opposed to the session (28), a concurrent writer
+/// (40) or the server's health (57, 5xx).
+fn blames_records(error: &str) -> bool {
+    error
+        .strip_prefix("database ")
+        .is_some_and(|e| ["22", "23", "54"].iter().any(|class| e.starts_with(class)))
+}
+
+/// The server never rejects, for its content, a call the device is still
+/// waiting for unless the call carries a bad record. Each such rejection
+/// makes the engine treat an honest record as bad: it splits the batch and
+/// may quarantine a record that was fine. `convergence` sees the harm only
+/// when the rejection's answer arrives and the quarantine sticks; this
+/// checker sees the rejection itself.
+///
+/// A call the device already gave up on (its timeout fired first) is exempt:
+/// it can land after newer calls committed, and rejecting what is now out of
+/// date is the server protecting itself (abort-cascade).
+fn no_honest_rejection(run: &RunOutput) -> CheckResult {
+    let mut t = Tally::default();
+    // A bad edit merged into an older operation keeps that operation's id,
+    // so bad records are known by entity and version: the version an
+    // operation carries is its latest edit's.
+    let mut bad: BTreeSet<(u32, EntityType, &str, i64)> = BTreeSet::new();
+    let mut invokes: BTreeMap<u64, &[OpRef]> = BTreeMap::new();
+    let mut completed: BTreeSet<u64> = BTreeSet::new();
+    for e in &run.history {
+        match e {
+            Event::Edit {
+                user,
+                entity_type,
+                entity_id,
+                version,
+                bad: true,
+                ..
+            } => {
+                bad.insert((*user, *entity_type, entity_id.as_str(), *version));
+            }
+            Event::Invoke { req_id, ops, .. } => {
+                invokes.insert(*req_id, ops.as_slice());
+            }
+            Event::Complete { req_id, .. } => {
+                completed.insert(*req_id);
+            }
+            Event::Server {
+                req_id,
+                user,
+                result: ServerResult::Rejected { error },
+                ..
+            } if !completed.contains(req_id) && blames_records(error) => {
+                let ops = invokes.get(req_id).copied().unwrap_or(&[]);
+                let carries_bad = ops.iter().any(|o| {
+                    bad.contains(&(*user, o.entity_type, o.entity_id.as_str(), o.version))
+                });
+                if carries_bad {
+                    continue;
+                }
+                // The offender is the operation the error names (a roster
+                // shares its team's id), else the call's first.
+                let named: BTreeSet<&str> = error
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .collect();
+                let offender = ops
+                    .iter()
+                    .find(|o| named.contains(o.entity_id.as_str()))
+                    .or(ops.first());
+                t.flag(
+                    offender.map(op_label).unwrap_or_default(),
+                    format!(
+                        "request #{req_id} of u{user} carried no bad record, yet the server \
+                         rejected it while the device waited: {error}"
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    t.finish("no_honest_rejection")
 }

@@ -496,16 +496,26 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Bugs { measure, budget } => {
             let mut out = String::new();
             let mut all_caught = true;
-            for b in crate::explore::BUGS {
+            let bugs = crate::explore::BUGS;
+            // Columns as wide as their longest entry.
+            let width = |f: fn(&crate::explore::PlantedBug) -> &str| {
+                bugs.iter().map(|b| f(b).len()).max().unwrap_or(0)
+            };
+            let (name_w, checker_w, scenario_w) = (
+                width(|b| b.name),
+                width(|b| b.caught_by),
+                width(|b| b.scenario),
+            );
+            for b in bugs {
                 out.push_str(&format!(
-                    "{:<24} caught by {:<16} in {:<18}{} {}\n",
+                    "{:<name_w$} caught by {:<checker_w$} in {:<scenario_w$} {}{}\n",
                     b.name,
                     b.caught_by,
                     b.scenario,
                     if b.also_disable.is_empty() {
                         String::new()
                     } else {
-                        format!(" (with {} off)", b.also_disable.join(" and "))
+                        format!("(with {} off) ", b.also_disable.join(" and "))
                     },
                     b.breaks
                 ));
@@ -515,7 +525,7 @@ pub fn run(cli: Cli) -> Outcome {
                             let expected = failed.contains(&b.caught_by);
                             all_caught &= expected;
                             out.push_str(&format!(
-                                "{:<24} seeds to first catch: {} (seed {seed}: {}){}\n",
+                                "{:<name_w$} seeds to first catch: {} (seed {seed}: {}){}\n",
                                 "",
                                 seed + 1,
                                 failed.join(", "),
@@ -528,7 +538,10 @@ pub fn run(cli: Cli) -> Outcome {
                         }
                         None => {
                             all_caught = false;
-                            out.push_str(&format!("{:<24} NOT caught within {budget} seeds\n", ""));
+                            out.push_str(&format!(
+                                "{:<name_w$} NOT caught within {budget} seeds\n",
+                                ""
+                            ));
                         }
                     }
                 }

@@ -159,7 +159,7 @@ pub const BUGS: &[PlantedBug] = &[
     PlantedBug {
         name: "changed-op-unchecked",
         breaks: "an operation that changed between its selection and mark syncing skips the selection's parent rules: an edit that re-linked a child to a parent created after the selection sends the child without it, the call fails its foreign key, and the child is quarantined as a bad record (found in the hardened engine by a 3,000-seed sweep)",
-        caught_by: "convergence",
+        caught_by: "no_honest_rejection",
         scenario: "relink-mid-sync",
         kind: BugKind::Engine(|b| b.changed_op_unchecked = true),
         also_disable: &[],
@@ -167,7 +167,7 @@ pub const BUGS: &[PlantedBug] = &[
     PlantedBug {
         name: "roster-delete-unsubsumed",
         breaks: "a roster delete that its team's queued delete subsumes is dropped only from a fresh selection: re-sent in an unresolved batch, or pulled in as a blocker of the team's delete, it reaches a server that never saw the team and is quarantined as a bad record (found in the hardened engine by a 3,000-seed sweep)",
-        caught_by: "convergence",
+        caught_by: "no_honest_rejection",
         scenario: "team-churn",
         kind: BugKind::Engine(|b| b.roster_delete_unsubsumed = true),
         also_disable: &[],

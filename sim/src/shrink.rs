@@ -15,7 +15,10 @@
 //! - the control holds: the same candidate under the hardened preset with
 //!   no planted bug passes every checker. Without the control, removing a
 //!   parent's create slides into a different failure (a child rejected for
-//!   its missing parent) that has nothing to do with the bug. The control
+//!   its missing parent) that has nothing to do with the bug.
+//!   `no_honest_rejection` is the checker that sees that slide when the
+//!   rejected child harms nothing else (one regression shrunk before it
+//!   existed kept a child whose parent's create was gone). The control
 //!   is skipped when the subject is itself hardened without a bug (a real
 //!   hardened failure) or when the original run fails the control too.
 //!

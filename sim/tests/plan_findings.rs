@@ -52,6 +52,12 @@ fn games_before_parents_lose_their_links() {
 }
 
 #[test]
+fn children_sent_without_their_new_parents_are_rejected_as_bad() {
+    shows("relink-mid-sync", Preset::Batched, "no_honest_rejection");
+    shows("relink-mid-sync", Preset::Individual, "no_honest_rejection");
+}
+
+#[test]
 fn kills_between_local_write_and_enqueue_lose_writes() {
     shows("app-kill-mid-sync", Preset::Batched, "no_lost_write");
 }
