@@ -74,6 +74,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "a roster delete was completed locally because its team's queued delete removes the roster on the server",
     ),
     (
+        "superseded_before_send",
+        "an operation about to be sent was completed locally: a newer queued operation of its entity supersedes it",
+    ),
+    (
         "retry_failed_revived",
         "the user's Retry failed sent failed operations back to pending",
     ),

@@ -90,6 +90,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "team-churn",
         include_str!("../../scenarios/team-churn.toml"),
     ),
+    (
+        "orphan-resend",
+        include_str!("../../scenarios/orphan-resend.toml"),
+    ),
 ];
 
 /// A scenario file.

@@ -88,4 +88,5 @@ scenarios! {
     retry_quarantined => "retry-quarantined",
     relink_mid_sync => "relink-mid-sync",
     team_churn => "team-churn",
+    orphan_resend => "orphan-resend",
 }

@@ -509,10 +509,14 @@ fn a_child_relinked_mid_pass_waits_for_its_new_parent() {
     // team t9 and links adjustment a1 (selected before t9 existed, waiting
     // in the second half) to it. Sent in that half without t9, a1 would
     // fail its foreign key alone and be quarantined as if it were bad. It
-    // must wait for the next pass and go with (or after) t9.
+    // must wait for the next pass and go with (or after) t9. Two rules stop
+    // it: the changed operation is held to the selection's rules
+    // (`admit_changed`), and so is the whole half when its turn comes; the
+    // control plants both off.
     let run = |planted: bool| {
         let mut config = EngineConfig::preset(Preset::Hardened);
         config.planted.changed_op_unchecked = planted;
+        config.planted.half_unchecked = planted;
         let mut rig = Rig::with_config(config);
         for i in 0..3 {
             rig.player(&format!("p{i}"), "a");
