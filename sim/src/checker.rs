@@ -127,7 +127,7 @@ pub fn check_all(run: &RunOutput) -> Vec<CheckResult> {
         referential_integrity(run, &j, &snaps),
         tenant_isolation(run, &snaps),
         no_busy_loop(run),
-        no_honest_rejection(run),
+        no_honest_rejection(run, &j),
     ]
 }
 
@@ -617,13 +617,12 @@ fn blames_records(error: &str) -> bool {
 /// A call the device already gave up on (its timeout fired first) is exempt:
 /// it can land after newer calls committed, and rejecting what is now out of
 /// date is the server protecting itself (abort-cascade).
-fn no_honest_rejection(run: &RunOutput) -> CheckResult {
+fn no_honest_rejection(run: &RunOutput, j: &Journal) -> CheckResult {
     let mut t = Tally::default();
     // A bad edit merged into an older operation keeps that operation's id,
     // so bad records are known by entity and version: the version an
     // operation carries is its latest edit's.
     let mut bad: BTreeSet<(u32, EntityType, &str, i64)> = BTreeSet::new();
-    let mut invokes: BTreeMap<u64, &[OpRef]> = BTreeMap::new();
     let mut completed: BTreeSet<u64> = BTreeSet::new();
     for e in &run.history {
         match e {
@@ -637,9 +636,6 @@ fn no_honest_rejection(run: &RunOutput) -> CheckResult {
             } => {
                 bad.insert((*user, *entity_type, entity_id.as_str(), *version));
             }
-            Event::Invoke { req_id, ops, .. } => {
-                invokes.insert(*req_id, ops.as_slice());
-            }
             Event::Complete { req_id, .. } => {
                 completed.insert(*req_id);
             }
@@ -649,7 +645,7 @@ fn no_honest_rejection(run: &RunOutput) -> CheckResult {
                 result: ServerResult::Rejected { error },
                 ..
             } if !completed.contains(req_id) && blames_records(error) => {
-                let ops = invokes.get(req_id).copied().unwrap_or(&[]);
+                let ops = j.invokes.get(req_id).map(|(_, o)| *o).unwrap_or(&[]);
                 let carries_bad = ops.iter().any(|o| {
                     bad.contains(&(*user, o.entity_type, o.entity_id.as_str(), o.version))
                 });

@@ -614,8 +614,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 // it names a team the server may never have seen (found by
                 // `sim explore flaky-network`, seed 779437).
                 let kept = if h.parents_first {
-                    let ops = self.without_subsumed(ops.clone(), false)?;
-                    self.without_orphans(ops, false)?
+                    self.held_to_rules(ops.clone())?
                 } else {
                     ops.clone()
                 };
@@ -761,6 +760,8 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             vec![(ops, batch_id, false)];
         let mut outcome = Sent::Ok;
         let mut budget = 2 * work[0].0.len() + 1;
+        let recheck_halves =
+            h.parents_first && !PlantedEngineBugs::active(self.config.planted.half_unchecked);
         while let Some((group, batch_id, half)) = work.pop() {
             if budget == 0 {
                 break;
@@ -775,10 +776,8 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             // never on the server, had merged into a delete), children
             // included: a parent dropped as superseded leaves its child to
             // wait for the newer operation (seed 82).
-            let recheck = !PlantedEngineBugs::active(self.config.planted.half_unchecked);
-            let group = if half && h.parents_first && recheck {
-                let group = self.without_subsumed(group, false)?;
-                self.without_orphans(group, false)?
+            let group = if half && recheck_halves {
+                self.held_to_rules(group)?
             } else {
                 group
             };
@@ -1219,6 +1218,19 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             }
         }
         Ok(kept)
+    }
+
+    /// Operations already selected once (an unresolved batch re-sent, a
+    /// half of a split call), held to the selection's rules again: first
+    /// what is subsumed or superseded goes, then the children whose parent
+    /// is queued outside the call wait. In that order: a parent dropped as
+    /// superseded leaves its child to wait for the newer operation.
+    fn held_to_rules(
+        &mut self,
+        ops: Vec<SyncOperation>,
+    ) -> Result<Vec<SyncOperation>, EngineError> {
+        let ops = self.without_subsumed(ops, false)?;
+        self.without_orphans(ops, false)
     }
 
     /// A roster delete whose team also has a queued delete (see
