@@ -674,3 +674,623 @@ fn no_honest_rejection(run: &RunOutput, j: &Journal) -> CheckResult {
     }
     t.finish("no_honest_rejection")
 }
+
+/// Each checker on hand-built histories: the simulation's sweeps show that
+/// the hardened engine passes them and the planted bugs that they fail, and
+/// these pin where each verdict's boundary lies (which version, which error
+/// class, which instant), so a checker that stopped looking would fail here
+/// first.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Outcome;
+    use crate::nemesis::FaultPlan;
+    use crate::server::{Change, Effect, ServerModel, UserId};
+    use crate::workload::Edit;
+    use crate::world::DeviceFinal;
+    use sync_core::queue::QueueStats;
+    use sync_core::{NewOperation, OpKind, SyncOperation};
+
+    const BULK: &str = "bulk_sync_entities";
+
+    fn run_of(history: Vec<Event>) -> RunOutput {
+        RunOutput {
+            bad_edits: Vec::new(),
+            plan: FaultPlan {
+                request_loss: 0.0,
+                response_loss: 0.0,
+                latency_ms: (0, 0),
+                bandwidth_bytes_per_ms: 0,
+                server_ms_per_op: 0.0,
+                statement_timeout_ms: 0,
+                offline: Vec::new(),
+                silent_drop: Vec::new(),
+                kills: Vec::new(),
+                token_expired: Vec::new(),
+                server_errors: Vec::new(),
+                server_error_status: 503,
+            },
+            marks: BTreeMap::new(),
+            history,
+            devices: Vec::new(),
+            server: ServerModel::new(),
+            drained_at_ms: Some(0),
+            end_ms: 0,
+            fault_phase_ms: 0,
+        }
+    }
+
+    fn verdict(run: &RunOutput, checker: &str) -> CheckResult {
+        check_all(run)
+            .into_iter()
+            .find(|r| r.checker == checker)
+            .expect("a known checker")
+    }
+
+    fn op(op_id: &str, t: EntityType, id: &str, kind: OpKind, version: i64) -> OpRef {
+        OpRef {
+            op_id: op_id.to_string(),
+            entity_type: t,
+            entity_id: id.to_string(),
+            kind,
+            version,
+        }
+    }
+
+    fn invoke(req_id: u64, user: u32, call: &'static str, ops: Vec<OpRef>) -> Event {
+        Event::Invoke {
+            t_ms: 0,
+            user,
+            req_id,
+            call,
+            ops,
+            bytes: 0,
+        }
+    }
+
+    fn committed(req_id: u64, user: u32, effects: Vec<Effect>) -> Event {
+        Event::Server {
+            t_ms: 0,
+            user,
+            req_id,
+            call: BULK,
+            result: ServerResult::Committed { effects },
+        }
+    }
+
+    fn rejected(req_id: u64, user: u32, error: &str) -> Event {
+        Event::Server {
+            t_ms: 0,
+            user,
+            req_id,
+            call: BULK,
+            result: ServerResult::Rejected {
+                error: error.to_string(),
+            },
+        }
+    }
+
+    fn timed_out(req_id: u64, user: u32) -> Event {
+        Event::Complete {
+            t_ms: 0,
+            user,
+            req_id,
+            outcome: Outcome::Indeterminate,
+        }
+    }
+
+    fn effect(t: EntityType, id: &str, change: Change) -> Effect {
+        Effect {
+            entity_type: t,
+            entity_id: id.to_string(),
+            change,
+        }
+    }
+
+    fn edit(user: u32, t: EntityType, id: &str, version: i64, bad: bool) -> Event {
+        Event::Edit {
+            t_ms: 0,
+            user,
+            index: 0,
+            op_id: format!("edit-{id}-v{version}"),
+            entity_type: t,
+            entity_id: id.to_string(),
+            kind: OpKind::Update,
+            version,
+            bad,
+            enqueued: true,
+        }
+    }
+
+    #[test]
+    fn atomicity_flags_a_commit_missing_an_operation_and_a_rejection_that_wrote() {
+        let two = vec![
+            op("a", EntityType::Team, "u0_team_1", OpKind::Create, 1),
+            op("b", EntityType::Player, "u0_player_1", OpKind::Create, 1),
+        ];
+        let whole = run_of(vec![
+            invoke(1, 0, BULK, two.clone()),
+            committed(
+                1,
+                0,
+                vec![
+                    effect(EntityType::Team, "u0_team_1", Change::Upsert),
+                    effect(EntityType::Player, "u0_player_1", Change::Upsert),
+                ],
+            ),
+        ]);
+        assert!(verdict(&whole, "atomicity").ok);
+
+        let half = run_of(vec![
+            invoke(1, 0, BULK, two.clone()),
+            committed(
+                1,
+                0,
+                vec![effect(EntityType::Team, "u0_team_1", Change::Upsert)],
+            ),
+        ]);
+        let v = verdict(&half, "atomicity");
+        assert!(!v.ok);
+        assert_eq!(
+            v.first_offender.as_deref(),
+            Some("player/u0_player_1 (op b)")
+        );
+
+        // A replay is answered from the record: it names no effects per
+        // operation, and that is not a half commit.
+        let replay = run_of(vec![
+            invoke(1, 0, BULK, two.clone()),
+            committed(
+                1,
+                0,
+                vec![effect(EntityType::Team, "u0_team_1", Change::Replayed)],
+            ),
+        ]);
+        assert!(verdict(&replay, "atomicity").ok);
+
+        let wrote = run_of(vec![
+            invoke(1, 0, BULK, two),
+            rejected(
+                1,
+                0,
+                "database 23505: duplicate key (partial write: the server changed anyway)",
+            ),
+        ]);
+        assert_eq!(verdict(&wrote, "atomicity").violations, 1);
+    }
+
+    #[test]
+    fn per_entity_order_flags_an_older_version_after_a_newer_one_per_user() {
+        let t = EntityType::Team;
+        let history = |first: Change, second_version: i64, second_user: u32| {
+            run_of(vec![
+                invoke(1, 0, BULK, vec![op("a", t, "u0_team_1", OpKind::Update, 3)]),
+                committed(1, 0, vec![effect(t, "u0_team_1", first)]),
+                invoke(
+                    2,
+                    second_user,
+                    BULK,
+                    vec![op("a", t, "u0_team_1", OpKind::Update, second_version)],
+                ),
+                committed(2, second_user, vec![effect(t, "u0_team_1", Change::Upsert)]),
+            ])
+        };
+        assert!(verdict(&history(Change::Upsert, 4, 0), "per_entity_order").ok);
+        assert!(verdict(&history(Change::Upsert, 3, 0), "per_entity_order").ok);
+        let stale = verdict(&history(Change::Upsert, 2, 0), "per_entity_order");
+        assert!(!stale.ok);
+        assert!(
+            stale.detail.starts_with("stale overwrite"),
+            "{}",
+            stale.detail
+        );
+        let back = verdict(
+            &history(Change::Delete { existed: true }, 2, 0),
+            "per_entity_order",
+        );
+        assert!(back.detail.starts_with("resurrection"), "{}", back.detail);
+        // Another user's entity of the same id is another entity.
+        assert!(verdict(&history(Change::Upsert, 2, 1), "per_entity_order").ok);
+    }
+
+    #[test]
+    fn exactly_once_flags_one_version_applied_twice_but_not_a_merge_or_a_stale_skip() {
+        let t = EntityType::Player;
+        let twice = |version: i64, second: Change| {
+            run_of(vec![
+                invoke(
+                    1,
+                    0,
+                    BULK,
+                    vec![op("a", t, "u0_player_1", OpKind::Update, 2)],
+                ),
+                committed(1, 0, vec![effect(t, "u0_player_1", Change::Upsert)]),
+                invoke(
+                    2,
+                    0,
+                    BULK,
+                    vec![op("a", t, "u0_player_1", OpKind::Update, version)],
+                ),
+                committed(2, 0, vec![effect(t, "u0_player_1", second)]),
+            ])
+        };
+        let v = verdict(&twice(2, Change::Upsert), "exactly_once");
+        assert!(!v.ok);
+        assert!(
+            v.detail.contains("by request #1 and again by #2"),
+            "{}",
+            v.detail
+        );
+        // The same operation id with a newer version is a merged edit.
+        assert!(verdict(&twice(3, Change::Upsert), "exactly_once").ok);
+        let skipped = Change::SkippedStale {
+            incoming: 2,
+            held: 2,
+        };
+        assert!(verdict(&twice(2, skipped), "exactly_once").ok);
+        assert!(verdict(&twice(2, Change::Replayed), "exactly_once").ok);
+    }
+
+    #[test]
+    fn a_payload_with_an_entity_twice_matches_deletes_to_deletes() {
+        // The plan's payload may carry a delete and a re-create of one
+        // entity; the delete's effect belongs to the delete operation.
+        let t = EntityType::Season;
+        let run = run_of(vec![
+            invoke(
+                1,
+                0,
+                BULK,
+                vec![
+                    op("new", t, "u0_season_1", OpKind::Create, 5),
+                    op("old", t, "u0_season_1", OpKind::Delete, 4),
+                ],
+            ),
+            committed(
+                1,
+                0,
+                vec![
+                    effect(t, "u0_season_1", Change::Delete { existed: true }),
+                    effect(t, "u0_season_1", Change::Upsert),
+                ],
+            ),
+        ]);
+        // Matched in payload order the delete (v4) would follow the create
+        // (v5) and read as a stale overwrite.
+        assert!(verdict(&run, "per_entity_order").ok);
+        assert!(verdict(&run, "exactly_once").ok);
+    }
+
+    #[test]
+    fn no_busy_loop_allows_a_handful_of_idle_passes_at_one_instant() {
+        let passes = |n: u64, spread: bool| {
+            run_of(
+                (0..n)
+                    .map(|i| Event::IdlePass {
+                        t_ms: if spread { i as i64 } else { 7 },
+                        user: 0,
+                    })
+                    .collect(),
+            )
+        };
+        assert!(verdict(&passes(IDLE_PASSES_PER_INSTANT_MAX, false), "no_busy_loop").ok);
+        let v = verdict(
+            &passes(IDLE_PASSES_PER_INSTANT_MAX + 1, false),
+            "no_busy_loop",
+        );
+        assert!(!v.ok);
+        assert_eq!(v.first_offender.as_deref(), Some("u0@7ms"));
+        assert!(verdict(&passes(100, true), "no_busy_loop").ok);
+    }
+
+    /// A roster call for a team the server does not hold: rejected for its
+    /// content (23503) while the device waits, unless `before` says
+    /// otherwise.
+    fn roster_rejected(before: Vec<Event>, roster_version: i64, error: &str) -> RunOutput {
+        let mut history = before;
+        history.push(invoke(
+            9,
+            0,
+            BULK,
+            vec![
+                op("p", EntityType::Player, "u0_player_1", OpKind::Update, 1),
+                op(
+                    "r",
+                    EntityType::TeamRoster,
+                    "u0_team_1",
+                    OpKind::Update,
+                    roster_version,
+                ),
+            ],
+        ));
+        history.push(rejected(9, 0, error));
+        run_of(history)
+    }
+
+    const TEAM_MISSING: &str = "database 23503: team u0_team_1 not found";
+
+    #[test]
+    fn no_honest_rejection_flags_a_live_call_refused_for_records_that_were_fine() {
+        let v = verdict(
+            &roster_rejected(Vec::new(), 2, TEAM_MISSING),
+            "no_honest_rejection",
+        );
+        assert!(!v.ok);
+        // The error names the team's id, which the roster shares: the roster
+        // is the offender, not the call's first operation.
+        assert_eq!(
+            v.first_offender.as_deref(),
+            Some("teamRoster/u0_team_1 (op r)")
+        );
+        // A record the scenario made bad, but at an older version than the
+        // one sent, does not excuse the call.
+        let older = edit(0, EntityType::TeamRoster, "u0_team_1", 1, true);
+        let v = verdict(
+            &roster_rejected(vec![older], 2, TEAM_MISSING),
+            "no_honest_rejection",
+        );
+        assert!(!v.ok);
+    }
+
+    #[test]
+    fn no_honest_rejection_excuses_a_bad_record_known_by_entity_and_version() {
+        // The bad edit merged into an older operation: its op id is not the
+        // one sent ("r"), its entity and version are.
+        let bad = edit(0, EntityType::TeamRoster, "u0_team_1", 2, true);
+        let run = roster_rejected(vec![bad], 2, TEAM_MISSING);
+        assert!(verdict(&run, "no_honest_rejection").ok);
+        // Another user's bad record of the same id excuses nothing.
+        let theirs = edit(1, EntityType::TeamRoster, "u0_team_1", 2, true);
+        let run = roster_rejected(vec![theirs], 2, TEAM_MISSING);
+        assert!(!verdict(&run, "no_honest_rejection").ok);
+    }
+
+    #[test]
+    fn no_honest_rejection_exempts_a_call_the_device_gave_up_on() {
+        let run = roster_rejected(vec![timed_out(9, 0)], 2, TEAM_MISSING);
+        assert!(verdict(&run, "no_honest_rejection").ok);
+        // Another request's timeout is not this one's.
+        let run = roster_rejected(vec![timed_out(8, 0)], 2, TEAM_MISSING);
+        assert!(!verdict(&run, "no_honest_rejection").ok);
+    }
+
+    #[test]
+    fn no_honest_rejection_judges_only_errors_that_blame_the_records() {
+        for blames in [
+            "database 22P02: invalid input syntax",
+            "database 23505: duplicate key",
+            "database 54000: payload over the cap",
+        ] {
+            let run = roster_rejected(Vec::new(), 2, blames);
+            assert!(!verdict(&run, "no_honest_rejection").ok, "{blames}");
+        }
+        for other in [
+            "database 28000: not authenticated",
+            "database 40001: serialization failure",
+            "database 57014: statement timeout",
+            "http 503: service unavailable",
+            "23505 without the database prefix",
+        ] {
+            let run = roster_rejected(Vec::new(), 2, other);
+            assert!(verdict(&run, "no_honest_rejection").ok, "{other}");
+        }
+    }
+
+    fn queued(id: &str, status: OpStatus, quarantined: bool, data: Value) -> SyncOperation {
+        SyncOperation {
+            id: id.to_string(),
+            entity_type: EntityType::Player,
+            entity_id: "u0_player_1".to_string(),
+            kind: OpKind::Update,
+            data,
+            version: 2,
+            timestamp_ms: 0,
+            status,
+            retry_count: 0,
+            max_retries: 3,
+            last_error: quarantined.then(|| "database 23514: check violated".to_string()),
+            last_attempt_ms: None,
+            created_at_ms: 0,
+            batch_id: None,
+            quarantined,
+            seq: 1,
+        }
+    }
+
+    fn with_queue(ops: Vec<SyncOperation>, bad_data: Option<Value>) -> RunOutput {
+        let mut run = run_of(Vec::new());
+        run.devices.push(DeviceFinal {
+            user: 0,
+            user_id: UserId(0),
+            local: Vec::new(),
+            ops,
+            stats: QueueStats::default(),
+        });
+        run.bad_edits = bad_data
+            .into_iter()
+            .map(|data| Edit {
+                at_ms: 0,
+                user: 0,
+                op: NewOperation {
+                    entity_type: EntityType::Player,
+                    entity_id: "u0_player_1".to_string(),
+                    kind: OpKind::Update,
+                    data,
+                },
+                bad: true,
+            })
+            .collect();
+        run
+    }
+
+    #[test]
+    fn convergence_excuses_only_a_quarantined_record_the_scenario_made_bad() {
+        let bad = serde_json::json!({ "name": "" });
+        let good = serde_json::json!({ "name": "Ada" });
+        let excused = with_queue(
+            vec![queued("a", OpStatus::Failed, true, bad.clone())],
+            Some(bad.clone()),
+        );
+        assert!(verdict(&excused, "convergence").ok);
+        let honest = with_queue(
+            vec![queued("a", OpStatus::Failed, true, good.clone())],
+            Some(bad.clone()),
+        );
+        let v = verdict(&honest, "convergence");
+        assert!(v.detail.contains("did not make it bad"), "{}", v.detail);
+        for status in [OpStatus::Pending, OpStatus::Syncing, OpStatus::Failed] {
+            let left = with_queue(
+                vec![queued("a", status, false, bad.clone())],
+                Some(bad.clone()),
+            );
+            assert!(!verdict(&left, "convergence").ok, "{status:?}");
+        }
+    }
+
+    /// A player in the server's row shape (every column, defaults filled).
+    fn player_row(id: &str, name: &str) -> Value {
+        serde_json::json!({
+            "id": id,
+            "name": name,
+            "jersey_number": null,
+            "is_goalie": false,
+            "notes": null,
+        })
+    }
+
+    fn player(id: &str, version: i64) -> sync_core::queue::LocalEntity {
+        sync_core::queue::LocalEntity {
+            entity_type: EntityType::Player,
+            entity_id: id.to_string(),
+            data: player_row(id, "Ada"),
+            version,
+            deleted: false,
+        }
+    }
+
+    /// User 0's device holding `local`, with the server's `rows` for user 0
+    /// (written as that user: the server sets the owner).
+    fn device_and_server(
+        local: Vec<sync_core::queue::LocalEntity>,
+        rows: &[Value],
+        history: Vec<Event>,
+    ) -> RunOutput {
+        let mut run = with_queue(Vec::new(), None);
+        run.history = history;
+        run.devices[0].local = local;
+        for row in rows {
+            run.server
+                .upsert_entity(Some(UserId(0)), EntityType::Player, row, None)
+                .expect("a valid player row");
+        }
+        run
+    }
+
+    #[test]
+    fn tenant_isolation_flags_a_row_of_another_user_in_a_users_data() {
+        let own = player_row("u0_player_1", "Ada");
+        let foreign = player_row("u1_player_9", "Eve");
+        let run = device_and_server(Vec::new(), std::slice::from_ref(&own), Vec::new());
+        assert!(verdict(&run, "tenant_isolation").ok);
+        let run = device_and_server(Vec::new(), &[own, foreign], Vec::new());
+        let v = verdict(&run, "tenant_isolation");
+        assert!(!v.ok);
+        assert!(
+            v.first_offender
+                .as_deref()
+                .is_some_and(|o| o.ends_with("/u1_player_9")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn no_lost_write_flags_a_last_edit_neither_delivered_nor_reported() {
+        let sent = |version: i64| {
+            vec![
+                invoke(
+                    1,
+                    0,
+                    BULK,
+                    vec![op(
+                        "a",
+                        EntityType::Player,
+                        "u0_player_1",
+                        OpKind::Update,
+                        version,
+                    )],
+                ),
+                committed(
+                    1,
+                    0,
+                    vec![effect(EntityType::Player, "u0_player_1", Change::Upsert)],
+                ),
+            ]
+        };
+        let lost = device_and_server(vec![player("u0_player_1", 2)], &[], Vec::new());
+        let v = verdict(&lost, "no_lost_write");
+        assert!(!v.ok);
+        assert_eq!(v.first_offender.as_deref(), Some("player/u0_player_1"));
+        // Delivering an older version does not deliver the last edit.
+        let older = device_and_server(vec![player("u0_player_1", 2)], &[], sent(1));
+        assert!(!verdict(&older, "no_lost_write").ok);
+        let delivered = device_and_server(vec![player("u0_player_1", 2)], &[], sent(2));
+        assert!(verdict(&delivered, "no_lost_write").ok);
+        // Still on the device, the user can see it waiting or failed.
+        let mut reported = device_and_server(vec![player("u0_player_1", 2)], &[], Vec::new());
+        reported.devices[0]
+            .ops
+            .push(queued("a", OpStatus::Failed, false, Value::Null));
+        assert!(verdict(&reported, "no_lost_write").ok);
+        // The server holds what the device holds (a create cancelled by its
+        // delete never had to travel; here, a row written some other way).
+        let row = player_row("u0_player_1", "Ada");
+        let agrees = device_and_server(vec![player("u0_player_1", 2)], &[row], Vec::new());
+        assert!(verdict(&agrees, "no_lost_write").ok);
+    }
+
+    #[test]
+    fn convergence_compares_the_device_with_the_server_field_by_field() {
+        let row = player_row("u0_player_1", "Bob");
+        let run = device_and_server(vec![player("u0_player_1", 2)], &[row], Vec::new());
+        let v = verdict(&run, "convergence");
+        assert!(!v.ok);
+        assert!(
+            v.detail.contains("name: device \"Ada\" / server \"Bob\""),
+            "{}",
+            v.detail
+        );
+        let row = player_row("u0_player_1", "Ada");
+        let run = device_and_server(vec![player("u0_player_1", 2)], &[row], Vec::new());
+        assert!(verdict(&run, "convergence").ok);
+    }
+
+    #[test]
+    fn referential_integrity_flags_a_link_the_server_nulled() {
+        let t = EntityType::Game;
+        let run = run_of(vec![
+            invoke(
+                1,
+                0,
+                "save_game_with_relations",
+                vec![op("g", t, "u0_game_1", OpKind::Create, 1)],
+            ),
+            committed(
+                1,
+                0,
+                vec![
+                    effect(t, "u0_game_1", Change::Upsert),
+                    effect(
+                        t,
+                        "u0_game_1",
+                        Change::LinkNulled {
+                            column: "season_id".to_string(),
+                        },
+                    ),
+                ],
+            ),
+        ]);
+        let v = verdict(&run, "referential_integrity");
+        assert!(!v.ok);
+        assert!(v.detail.contains("season_id set to null"), "{}", v.detail);
+    }
+}
