@@ -181,6 +181,14 @@ pub const BUGS: &[PlantedBug] = &[
         also_disable: &[],
     },
     PlantedBug {
+        name: "half-unchecked",
+        breaks: "the halves of a call split to isolate a bad record are sent as they were split, not held to the selection's rules again: an operation superseded, or a roster delete subsumed, by edits made while earlier halves were in flight is sent for a parent the server never saw, fails its foreign key and is treated as bad (found in the hardened engine by the orphan-resend scenario, seed 2412)",
+        caught_by: "no_honest_rejection",
+        scenario: "bisect-churn",
+        kind: BugKind::Engine(|b| b.half_unchecked = true),
+        also_disable: &[],
+    },
+    PlantedBug {
         name: "busy-loop",
         breaks: "the re-check after a pass counts operations still in backoff as work, so the engine spins through passes that send nothing (the app's busy loop)",
         caught_by: "no_busy_loop",

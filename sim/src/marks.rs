@@ -78,6 +78,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "an operation about to be sent was completed locally: a newer queued operation of its entity supersedes it",
     ),
     (
+        "split_half_trimmed",
+        "a half of a split call, held to the rules again when its turn came, lost an operation that edits made while earlier halves were in flight had subsumed, superseded or orphaned",
+    ),
+    (
         "retry_failed_revived",
         "the user's Retry failed sent failed operations back to pending",
     ),

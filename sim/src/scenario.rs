@@ -94,6 +94,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "orphan-resend",
         include_str!("../../scenarios/orphan-resend.toml"),
     ),
+    (
+        "bisect-churn",
+        include_str!("../../scenarios/bisect-churn.toml"),
+    ),
 ];
 
 /// A scenario file.

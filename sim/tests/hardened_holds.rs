@@ -89,4 +89,5 @@ scenarios! {
     relink_mid_sync => "relink-mid-sync",
     team_churn => "team-churn",
     orphan_resend => "orphan-resend",
+    bisect_churn => "bisect-churn",
 }

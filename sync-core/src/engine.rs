@@ -253,11 +253,10 @@ pub struct PlantedEngineBugs {
     /// delete, a newer edit superseding an operation) is not seen, and a
     /// roster delete or an orphaned child is sent for a parent the server
     /// never saw (found in the hardened engine by the orphan-resend
-    /// scenario, seeds 2412 and 82). Not in `sim bugs`: with the other
-    /// rules in place no scenario shows it within 1,000 seeds (orphan-resend
-    /// showed it on 1 seed of 3,000), so the engine test
-    /// `a_child_relinked_mid_pass_waits_for_its_new_parent` plants it, with
-    /// `changed_op_unchecked`, as its control.
+    /// scenario, seeds 2412 and 82, where it shows on 1 seed of 3,000; the
+    /// bisect-churn scenario makes it common). The engine test
+    /// `a_child_relinked_mid_pass_waits_for_its_new_parent` also plants it,
+    /// with `changed_op_unchecked`, as its control.
     pub half_unchecked: bool,
 }
 
@@ -777,7 +776,12 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             // included: a parent dropped as superseded leaves its child to
             // wait for the newer operation (seed 82).
             let group = if half && recheck_halves {
-                self.held_to_rules(group)?
+                let before = group.len();
+                let kept = self.held_to_rules(group)?;
+                if kept.len() < before {
+                    self.host.mark("split_half_trimmed");
+                }
+                kept
             } else {
                 group
             };
