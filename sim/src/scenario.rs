@@ -98,6 +98,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "bisect-churn",
         include_str!("../../scenarios/bisect-churn.toml"),
     ),
+    ("full-mix", include_str!("../../scenarios/full-mix.toml")),
 ];
 
 /// A scenario file.

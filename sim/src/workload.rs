@@ -444,7 +444,8 @@ impl Gen<'_> {
         self.emit(at, t, id, OpKind::Delete, data, false);
     }
 
-    /// Delete then recreate one id in quick succession (same batch).
+    /// Delete then recreate one id at one instant (one transaction, the
+    /// same batch).
     fn delete_recreate(&mut self, at: i64) -> bool {
         for t in [
             EntityType::Player,
@@ -457,7 +458,9 @@ impl Gen<'_> {
                 }
                 self.emit(at, t, id.clone(), OpKind::Delete, Value::Null, false);
                 let data = self.row(t, &id, false);
-                self.emit(at + 1, t, id, OpKind::Create, data, false);
+                // At the same instant: a later instant would put it after
+                // the backlog's next edits (all at 0), which may name it.
+                self.emit(at, t, id, OpKind::Create, data, false);
                 return true;
             }
         }

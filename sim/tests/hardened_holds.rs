@@ -90,4 +90,5 @@ scenarios! {
     team_churn => "team-churn",
     orphan_resend => "orphan-resend",
     bisect_churn => "bisect-churn",
+    full_mix => "full-mix",
 }

@@ -1,8 +1,9 @@
 //! Shrunk failures committed as regressions (`scenarios/regressions/`,
 //! written by `sim shrink`): each must still fail its recorded checker under
-//! its recorded preset (and planted bug), and the hardened preset without a
-//! bug must hold on it. A file that stops failing means the simulator lost
-//! the ability to show that failure.
+//! its recorded preset (and planted bug), the hardened preset without a
+//! bug must hold on it, and its workload must be one the app could make. A
+//! file that stops failing means the simulator lost the ability to show
+//! that failure.
 
 use sim::explore::PlantedBug;
 use sim::scenario::Scenario;
@@ -32,6 +33,14 @@ fn shrunk_regressions_still_fail_their_checker() {
             .unwrap_or_else(|| panic!("{}: no [shrunk]", path.display()));
         let bug = shrunk.bug.as_deref().map(|b| PlantedBug::find(b).unwrap());
         let (params, config) = s.setup(shrunk.preset, bug);
+        // A workload the app could make: its failure is the bug's, not a
+        // missing parent's (what `sim shrink` now holds candidates to).
+        let script = params.expand(shrunk.seed);
+        assert!(
+            sim::shrink::links_live_parents(&script),
+            "{}: a child names a parent its script never creates or already deleted",
+            path.display()
+        );
         let r = run_checked(&params, shrunk.seed, config, false);
         let failed: Vec<&str> = r
             .verdicts

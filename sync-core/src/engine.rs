@@ -245,7 +245,9 @@ pub struct PlantedEngineBugs {
     /// then deleted while in flight, is re-sent after the team's delete and
     /// fails its foreign key on a server that never saw the team (found in
     /// the hardened engine by `sim explore offline-reconnect`, seed
-    /// 14001710, through `no_honest_rejection`).
+    /// 14001710, through `no_honest_rejection`); and a game's save, back to
+    /// pending after a kill beside the user's newer delete of the game, is
+    /// sent naming a parent deleted since (`full-mix` seed 438).
     pub superseded_resent: bool,
     /// The halves of a split call are sent as they were split, not held to
     /// the selection's rules again when their turn comes: an edit made
@@ -721,6 +723,20 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             if current.status != crate::model::OpStatus::Pending {
                 continue;
             }
+            // Held to the bulk selection's rules: a game's create that was
+            // in flight at a kill and came back to pending, beside the
+            // delete the user made meanwhile, is superseded; sent, it names
+            // a tournament the user deleted after the game, and the server
+            // saves it with the link nulled (found by the full-mix
+            // scenario, seed 438).
+            let current = if h.parents_first {
+                match self.without_subsumed(vec![current], true)?.pop() {
+                    Some(op) => op,
+                    None => continue,
+                }
+            } else {
+                current
+            };
             if h.parents_first && self.has_queued_parent(&current)? {
                 debug!(game = %current.entity_id, "game waits for its parent");
                 continue;
@@ -1182,8 +1198,9 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// Every set of operations about to be sent goes through it: a fresh
     /// selection (`fresh`), an unresolved batch re-sent, the roster a team's
     /// delete pulled in as blockers (`without_orphans`), the operations
-    /// that changed before mark syncing (`admit_changed`), and each half of
-    /// a split call when its turn comes (`send_bulk`).
+    /// that changed before mark syncing (`admit_changed`), each half of a
+    /// split call when its turn comes (`send_bulk`), and each game before
+    /// its save (`pass_batched`).
     fn without_subsumed(
         &mut self,
         ops: Vec<SyncOperation>,
