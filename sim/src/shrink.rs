@@ -129,7 +129,8 @@ fn per_user_lists(p: &FaultPlan) -> [&Vec<Vec<crate::nemesis::Window>>; 4] {
 /// its parent go), and its failure belongs to the missing parent, not to
 /// the bug being shrunk: the control cannot always see that, because a
 /// planted bug may make the hardened preset skip the child altogether
-/// (kitchen-sink seed 438: a superseded game that hardened never sends).
+/// (regression `superseded-game-seed438`: a superseded game that hardened
+/// never sends).
 ///
 /// Edits are taken per user in time order, as the world makes them.
 pub fn links_live_parents(script: &Script) -> bool {

@@ -247,7 +247,8 @@ pub struct PlantedEngineBugs {
     /// the hardened engine by `sim explore offline-reconnect`, seed
     /// 14001710, through `no_honest_rejection`); and a game's save, back to
     /// pending after a kill beside the user's newer delete of the game, is
-    /// sent naming a parent deleted since (`full-mix` seed 438).
+    /// sent naming a parent deleted since (found by the full-mix scenario;
+    /// regression `superseded-game-seed438`).
     pub superseded_resent: bool,
     /// The halves of a split call are sent as they were split, not held to
     /// the selection's rules again when their turn comes: an edit made
@@ -728,7 +729,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             // delete the user made meanwhile, is superseded; sent, it names
             // a tournament the user deleted after the game, and the server
             // saves it with the link nulled (found by the full-mix
-            // scenario, seed 438).
+            // scenario; regression `superseded-game-seed438`).
             let current = if h.parents_first {
                 match self.without_subsumed(vec![current], true)?.pop() {
                     Some(op) => op,

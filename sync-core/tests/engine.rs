@@ -600,13 +600,14 @@ fn a_child_relinked_mid_pass_waits_for_its_new_parent() {
 
 #[test]
 fn a_game_save_superseded_by_the_users_delete_is_never_sent_again() {
-    // full-mix seed 438, in miniature: game g1's save is in flight when the
-    // user deletes the game (a second operation: single flight), and then
-    // the app is killed. At restart the save goes back to pending beside
-    // the newer delete; sent again, it would name parents the user may have
-    // deleted since (the server nulls such links). The hardened engine
-    // completes it locally and sends only the delete; the control plants
-    // the rule off. (A failed save was already dropped: `drop_superseded`.)
+    // Regression superseded-game-seed438 (full-mix), in miniature: game
+    // g1's save is in flight when the user deletes the game (a second
+    // operation: single flight), and then the app is killed. At restart the
+    // save goes back to pending beside the newer delete; sent again, it
+    // would name parents the user may have deleted since (the server nulls
+    // such links). The hardened engine completes it locally and sends only
+    // the delete; the control plants the rule off. (A failed save was
+    // already dropped: `drop_superseded`.)
     let run = |planted: bool| {
         let mut config = EngineConfig::preset(Preset::Hardened);
         config.planted.superseded_resent = planted;
