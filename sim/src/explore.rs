@@ -189,6 +189,14 @@ pub const BUGS: &[PlantedBug] = &[
         also_disable: &[],
     },
     PlantedBug {
+        name: "stale-resent",
+        breaks: "an operation counts as superseded only while the newer operation of its entity is still queued: once that one has left (sent, or completed locally as subsumed), the stale one is sent again; a roster's create, in flight when the user deleted the roster and its team, comes back after the roster's delete was subsumed by the team's and fails its foreign key alone (found in the hardened engine by full-mix, seed 21002778)",
+        caught_by: "no_honest_rejection",
+        scenario: "stale-roster",
+        kind: BugKind::Engine(|b| b.stale_resent = true),
+        also_disable: &[],
+    },
+    PlantedBug {
         name: "busy-loop",
         breaks: "the re-check after a pass counts operations still in backoff as work, so the engine spins through passes that send nothing (the app's busy loop)",
         caught_by: "no_busy_loop",

@@ -78,6 +78,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "an operation about to be sent was completed locally: a newer queued operation of its entity supersedes it",
     ),
     (
+        "superseded_after_newer_left",
+        "an operation about to be sent was completed locally: its entity had moved past it on the device, and the newer operation that carried it had already left the queue (sent, or completed locally as subsumed)",
+    ),
+    (
         "split_half_trimmed",
         "a half of a split call, held to the rules again when its turn came, lost an operation that edits made while earlier halves were in flight had subsumed, superseded or orphaned",
     ),

@@ -99,6 +99,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../scenarios/bisect-churn.toml"),
     ),
     ("full-mix", include_str!("../../scenarios/full-mix.toml")),
+    (
+        "stale-roster",
+        include_str!("../../scenarios/stale-roster.toml"),
+    ),
 ];
 
 /// A scenario file.

@@ -91,4 +91,5 @@ scenarios! {
     orphan_resend => "orphan-resend",
     bisect_churn => "bisect-churn",
     full_mix => "full-mix",
+    stale_roster => "stale-roster",
 }

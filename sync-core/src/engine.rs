@@ -239,9 +239,10 @@ pub struct PlantedEngineBugs {
     /// (found in the hardened engine by `sim explore flaky-network`, seed
     /// 779437).
     pub roster_delete_unsubsumed: bool,
-    /// An operation that a newer queued operation of its entity supersedes
-    /// is still sent when it comes back to pending from an unresolved batch
-    /// or the unsent half of a split call: an adjustment created for a team,
+    /// An operation that a newer version of its entity supersedes is still
+    /// sent when it comes back to pending from an unresolved batch, the
+    /// unsent half of a split call or a kill (the whole rule off; see
+    /// `stale_resent` for its second half alone): an adjustment created for a team,
     /// then deleted while in flight, is re-sent after the team's delete and
     /// fails its foreign key on a server that never saw the team (found in
     /// the hardened engine by `sim explore offline-reconnect`, seed
@@ -261,6 +262,14 @@ pub struct PlantedEngineBugs {
     /// `a_child_relinked_mid_pass_waits_for_its_new_parent` also plants it,
     /// with `changed_op_unchecked`, as its control.
     pub half_unchecked: bool,
+    /// An operation counts as superseded only while the newer operation of
+    /// its entity is still queued: once that one has left (sent, or
+    /// completed locally as subsumed), the stale one is sent again. A
+    /// roster's create, in flight when the user deleted the roster and its
+    /// team, comes back after the roster's delete was subsumed by the
+    /// team's, and fails its foreign key alone on a server that never saw
+    /// the team (found in the hardened engine by full-mix, seed 21002778).
+    pub stale_resent: bool,
 }
 
 impl PlantedEngineBugs {
@@ -1126,13 +1135,26 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         for id in ids {
             // A quarantined operation goes too: the user's newer edit of
             // the entity replaces the bad record.
-            if self.q().superseded(id)? == Some(true) {
+            if self.is_superseded(id)? {
                 self.q().remove(id)?;
                 self.stats.ops_superseded += 1;
                 debug!(op = %id, "failed operation superseded by a newer edit");
             }
         }
         Ok(())
+    }
+
+    /// Whether the device holds a newer version of the operation's entity
+    /// (`SyncQueue::superseded`); with the planted `stale_resent`, only a
+    /// newer queued operation counts.
+    fn is_superseded(&self, op_id: &str) -> Result<bool, EngineError> {
+        let q = self.q();
+        let answer = if PlantedEngineBugs::active(self.config.planted.stale_resent) {
+            q.superseded_by_queued(op_id)?
+        } else {
+            q.superseded(op_id)?
+        };
+        Ok(answer == Some(true))
     }
 
     /// Whether a parent of `op` has a queued (not completed) upsert.
@@ -1187,14 +1209,18 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// roster's own "set empty" would fail once the team is gone, or if the
     /// team never reached the server. Completed locally, never sent.
     ///
-    /// And an operation that a newer queued operation of its entity
-    /// supersedes (single flight's second operation, edited while the first
-    /// was in flight) is completed locally: the newer one carries the
-    /// entity's whole state. Sent, the older one may name a parent deleted
-    /// since, and fail its foreign key on a server that never saw that
-    /// parent. It comes back to pending, beside the newer one, from an
-    /// unresolved batch or the unsent half of a split call; only a failure
-    /// dropped it before (`drop_superseded`).
+    /// And an operation that a newer version of its entity supersedes
+    /// (single flight's second operation, edited while the first was in
+    /// flight) is completed locally: the newer one carries the entity's
+    /// whole state. Sent, the older one may name a parent deleted since,
+    /// and fail its foreign key on a server that never saw that parent. It
+    /// comes back to pending, beside the newer one, from an unresolved batch
+    /// or the unsent half of a split call, or after a kill; only a failure
+    /// dropped it before (`drop_superseded`). The newer one may have left
+    /// the queue first (sent, or completed locally as subsumed: a roster's
+    /// delete beside its team's), so the question is whether the device's
+    /// entity has moved past the operation, not whether a newer operation
+    /// is still queued (`SyncQueue::superseded`).
     ///
     /// Every set of operations about to be sent goes through it: a fresh
     /// selection (`fresh`), an unresolved batch re-sent, the roster a team's
@@ -1223,9 +1249,16 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 // operation only while the first is in flight or failed.
                 // The filter keeps the query off the common path.
                 && op.last_attempt_ms.is_some()
-                && self.q().superseded(&op.id)? == Some(true)
+                && self.is_superseded(&op.id)?
             {
-                Some("superseded_before_send")
+                // Which of the two: the newer operation still queued, or
+                // already gone (the stale one would otherwise be the
+                // entity's only operation and look current).
+                if self.q().superseded_by_queued(&op.id)? == Some(true) {
+                    Some("superseded_before_send")
+                } else {
+                    Some("superseded_after_newer_left")
+                }
             } else {
                 None
             };

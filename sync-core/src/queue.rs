@@ -1295,9 +1295,33 @@ impl SyncQueue {
             .map_err(sql("queued for entity"))
     }
 
-    /// Whether another queued operation of this operation's entity carries a
-    /// newer version; `None` when the operation is gone.
+    /// Whether the device holds a newer version of this operation's entity
+    /// than the operation carries: another queued operation carries one, or
+    /// the local entity has moved past it. The second is the first after
+    /// the newer operation left the queue (sent, or completed locally as
+    /// subsumed): an operation is written with its entity's version in one
+    /// transaction, and a later write merges into it unless it is in
+    /// flight, so the entity moves past it only through a second
+    /// operation. `None` when the operation is gone.
     pub fn superseded(&self, op_id: &str) -> Result<Option<bool>, QueueError> {
+        query_row(
+            &self.conn,
+            "SELECT EXISTS (SELECT 1 FROM ops o2 WHERE o2.entity_type = ops.entity_type \
+             AND o2.entity_id = ops.entity_id AND o2.id != ops.id AND o2.version > ops.version) \
+             OR EXISTS (SELECT 1 FROM entities e WHERE e.entity_type = ops.entity_type \
+             AND e.entity_id = ops.entity_id AND e.version > ops.version) \
+             FROM ops WHERE id = ?1",
+            [op_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql("superseded"))
+    }
+
+    /// The narrower question: whether another queued operation of this
+    /// operation's entity carries a newer version (blind to one that has
+    /// left the queue). Only the planted bug `stale-resent` asks it.
+    pub fn superseded_by_queued(&self, op_id: &str) -> Result<Option<bool>, QueueError> {
         query_row(
             &self.conn,
             "SELECT EXISTS (SELECT 1 FROM ops o2 WHERE o2.entity_type = ops.entity_type \
@@ -1307,7 +1331,7 @@ impl SyncQueue {
             |r| r.get(0),
         )
         .optional()
-        .map_err(sql("superseded"))
+        .map_err(sql("superseded by queued"))
     }
 
     /// An operation's retry count; `None` when it is gone.

@@ -606,11 +606,15 @@ fn a_game_save_superseded_by_the_users_delete_is_never_sent_again() {
     // save goes back to pending beside the newer delete; sent again, it
     // would name parents the user may have deleted since (the server nulls
     // such links). The hardened engine completes it locally and sends only
-    // the delete; the control plants the rule off. (A failed save was
-    // already dropped: `drop_superseded`.)
-    let run = |planted: bool| {
+    // the delete. Two orders: the save's backoff over at restart (single
+    // flight takes the entity's oldest, the save, while the delete is
+    // queued), or not (the delete goes first and leaves the queue, and the
+    // save is then its entity's only operation: regression
+    // stale-roster-seed21002778). Each control plants its rule off. (A
+    // failed save was already dropped: `drop_superseded`.)
+    let run = |plant: fn(&mut EngineConfig), backoff_over: bool| {
         let mut config = EngineConfig::preset(Preset::Hardened);
-        config.planted.superseded_resent = planted;
+        plant(&mut config);
         let mut rig = Rig::with_config(config);
         rig.edit(
             EntityType::Game,
@@ -626,19 +630,22 @@ fn a_game_save_superseded_by_the_users_delete_is_never_sent_again() {
         rig.edit(EntityType::Game, "g1", OpKind::Delete, Value::Null);
         assert_eq!(rig.ops().len(), 2, "single flight: a second operation");
         rig.queue.lock().unwrap().reset_stale_syncing().unwrap();
-        // The restart comes after the save's backoff: both are ready, and
-        // single flight takes the entity's oldest, the save.
-        rig.advance(400_000);
+        if backoff_over {
+            rig.advance(400_000);
+        }
         rig.drain();
         let s = rig.server.0.borrow();
         (s.games_saved, s.requests, rig.ops().len())
     };
+    let fixed: fn(&mut EngineConfig) = |_| {};
     // No save, one request (the delete), nothing left queued.
-    assert_eq!(run(false), (0, 1, 0));
+    assert_eq!(run(fixed, true), (0, 1, 0));
+    assert_eq!(run(fixed, false), (0, 1, 0));
     if cfg!(madsim) {
-        // The planted bug (simulation builds only) shows the test can fail:
-        // the stale save goes out before the delete.
-        assert_eq!(run(true), (1, 2, 0));
+        // The planted bugs (simulation builds only) show the test can fail:
+        // the stale save goes out before the delete, or after it.
+        assert_eq!(run(|c| c.planted.superseded_resent = true, true), (1, 2, 0));
+        assert_eq!(run(|c| c.planted.stale_resent = true, false), (1, 2, 0));
     }
 }
 

@@ -291,7 +291,9 @@ fn compare(q: &SyncQueue, m: &Model) -> Result<(), TestCaseError> {
         let newer = m.ops.iter().any(|p| {
             p.t == o.t && p.entity_id == o.entity_id && p.id != o.id && p.version > o.version
         });
+        // No local store here (`enqueue`): both questions are the queue's.
         prop_assert_eq!(q.superseded(&o.id).unwrap(), Some(newer));
+        prop_assert_eq!(q.superseded_by_queued(&o.id).unwrap(), Some(newer));
         prop_assert_eq!(q.retry_count(&o.id).unwrap(), Some(o.retry));
     }
     prop_assert_eq!(q.superseded("no-such-op").unwrap(), None);
@@ -662,6 +664,40 @@ fn a_merge_forgets_the_batch_id() {
         planted.plant_merge_keeps_batch_id(true);
         assert_eq!(aborted_then_merged(&mut planted).as_deref(), Some("b1"));
     }
+}
+
+#[test]
+fn superseded_sees_a_newer_version_that_has_left_the_queue() {
+    // The model test above enqueues without the local store, so there the
+    // local half of `superseded` never answers; here it does.
+    let mut q = SyncQueue::open_in_memory().unwrap();
+    let policy = MergePolicy::PendingOrFailed;
+    let player = |kind: OpKind, name: &str| NewOperation {
+        entity_type: EntityType::Player,
+        entity_id: "p1".to_string(),
+        kind,
+        data: json!({"id": "p1", "name": name}),
+    };
+    q.write_and_enqueue(player(OpKind::Create, "a"), "a", 1_000, policy)
+        .unwrap();
+    q.mark_batch_syncing(&["a".to_string()], 1_000, None)
+        .unwrap();
+    // In flight: the edit is a second operation, not a merge.
+    q.write_and_enqueue(player(OpKind::Update, "b"), "b", 1_001, policy)
+        .unwrap();
+    let answers = |q: &SyncQueue, id: &str| {
+        (
+            q.superseded(id).unwrap(),
+            q.superseded_by_queued(id).unwrap(),
+        )
+    };
+    assert_eq!(answers(&q, "a"), (Some(true), Some(true)));
+    assert_eq!(answers(&q, "b"), (Some(false), Some(false)));
+    // The newer one leaves (sent, or completed locally): the entity has
+    // still moved past the older one.
+    assert!(q.remove("b").unwrap());
+    assert_eq!(answers(&q, "a"), (Some(true), Some(false)));
+    assert_eq!(answers(&q, "gone"), (None, None));
 }
 
 /// The operation a step makes from (type, entity, kind) as small numbers,
