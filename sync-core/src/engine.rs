@@ -242,14 +242,15 @@ pub struct PlantedEngineBugs {
     /// An operation that a newer version of its entity supersedes is still
     /// sent when it comes back to pending from an unresolved batch, the
     /// unsent half of a split call or a kill (the whole rule off; see
-    /// `stale_resent` for its second half alone): an adjustment created for a team,
-    /// then deleted while in flight, is re-sent after the team's delete and
-    /// fails its foreign key on a server that never saw the team (found in
-    /// the hardened engine by `sim explore offline-reconnect`, seed
-    /// 14001710, through `no_honest_rejection`); and a game's save, back to
-    /// pending after a kill beside the user's newer delete of the game, is
-    /// sent naming a parent deleted since (found by the full-mix scenario;
-    /// regression `superseded-game-seed438`).
+    /// `stale_resent` for its second half alone): an adjustment created
+    /// for a team, then deleted while in flight, is re-sent after the
+    /// team's delete and fails its foreign key on a server that never saw
+    /// the team (found in the hardened engine by `sim explore
+    /// offline-reconnect`, seed 14001710, through `no_honest_rejection`);
+    /// and a game's save, back to pending after a kill beside the user's
+    /// newer delete of the game, is sent naming a parent deleted since
+    /// (found by the full-mix scenario; regression
+    /// `superseded-game-seed438`).
     pub superseded_resent: bool,
     /// The halves of a split call are sent as they were split, not held to
     /// the selection's rules again when their turn comes: an edit made

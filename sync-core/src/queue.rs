@@ -1320,7 +1320,8 @@ impl SyncQueue {
 
     /// The narrower question: whether another queued operation of this
     /// operation's entity carries a newer version (blind to one that has
-    /// left the queue). Only the planted bug `stale-resent` asks it.
+    /// left the queue). The planted bug `stale-resent` asks only this; the
+    /// engine asks it to tell its two marks apart.
     pub fn superseded_by_queued(&self, op_id: &str) -> Result<Option<bool>, QueueError> {
         query_row(
             &self.conn,
