@@ -174,7 +174,7 @@ pub const BUGS: &[PlantedBug] = &[
     },
     PlantedBug {
         name: "superseded-resent",
-        breaks: "an operation that a newer queued operation of its entity supersedes is still sent when it comes back from an unresolved batch or a split call's unsent half: a child created for a parent, deleted while in flight, is re-sent after the parent's delete, fails its foreign key on a server that never saw the parent and is quarantined as a bad record (found in the hardened engine by a 10,000-seed sweep of offline-reconnect, seed 14001710)",
+        breaks: "an operation that a newer version of its entity supersedes is still sent when it comes back from an unresolved batch, a split call's unsent half or a kill: a child created for a parent, deleted while in flight, is re-sent after the parent's delete, fails its foreign key on a server that never saw the parent and is quarantined as a bad record (found in the hardened engine by a 10,000-seed sweep of offline-reconnect, seed 14001710)",
         caught_by: "no_honest_rejection",
         scenario: "orphan-resend",
         kind: BugKind::Engine(|b| b.superseded_resent = true),

@@ -26,7 +26,7 @@ use crate::model::{EntityType, MergePolicy, OpKind, SyncOperation};
 use crate::payload::{
     parents_of, plan_chunks, server_order_key, BulkSyncPayload, ChunkOptions, DEFAULT_MAX_PER_TYPE,
 };
-use crate::queue::{BatchIdAfter, BatchSelect, QueueError, SyncQueue};
+use crate::queue::{BatchIdAfter, BatchSelect, NewerVersion, QueueError, SyncQueue};
 use crate::remote::{AppErrorClass, Disposition, GameSave, OpRef, Remote, RemoteError, RequestCtx};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -1136,7 +1136,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         for id in ids {
             // A quarantined operation goes too: the user's newer edit of
             // the entity replaces the bad record.
-            if self.is_superseded(id)? {
+            if self.superseding(id)?.is_some() {
                 self.q().remove(id)?;
                 self.stats.ops_superseded += 1;
                 debug!(op = %id, "failed operation superseded by a newer edit");
@@ -1145,17 +1145,15 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         Ok(())
     }
 
-    /// Whether the device holds a newer version of the operation's entity
-    /// (`SyncQueue::superseded`); with the planted `stale_resent`, only a
-    /// newer queued operation counts.
-    fn is_superseded(&self, op_id: &str) -> Result<bool, EngineError> {
-        let q = self.q();
-        let answer = if PlantedEngineBugs::active(self.config.planted.stale_resent) {
-            q.superseded_by_queued(op_id)?
-        } else {
-            q.superseded(op_id)?
+    /// Where the device holds a newer version of the operation's entity,
+    /// if it does (`SyncQueue::newer_version`); with the planted
+    /// `stale_resent`, only a newer queued operation counts.
+    fn superseding(&self, op_id: &str) -> Result<Option<NewerVersion>, EngineError> {
+        let Some(newer) = self.q().newer_version(op_id)? else {
+            return Ok(None);
         };
-        Ok(answer == Some(true))
+        let local_counts = !PlantedEngineBugs::active(self.config.planted.stale_resent);
+        Ok((newer.queued || (newer.local && local_counts)).then_some(newer))
     }
 
     /// Whether a parent of `op` has a queued (not completed) upsert.
@@ -1250,16 +1248,17 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 // operation only while the first is in flight or failed.
                 // The filter keeps the query off the common path.
                 && op.last_attempt_ms.is_some()
-                && self.is_superseded(&op.id)?
             {
                 // Which of the two: the newer operation still queued, or
                 // already gone (the stale one would otherwise be the
                 // entity's only operation and look current).
-                if self.q().superseded_by_queued(&op.id)? == Some(true) {
-                    Some("superseded_before_send")
-                } else {
-                    Some("superseded_after_newer_left")
-                }
+                self.superseding(&op.id)?.map(|newer| {
+                    if newer.queued {
+                        "superseded_before_send"
+                    } else {
+                        "superseded_after_newer_left"
+                    }
+                })
             } else {
                 None
             };

@@ -118,6 +118,21 @@ pub struct BatchSelect {
     pub single_flight: bool,
 }
 
+/// Where a newer version of an operation's entity is held
+/// (`SyncQueue::newer_version`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewerVersion {
+    /// Another queued operation of the entity carries a newer version.
+    pub queued: bool,
+    /// The local entity has moved past the operation. Without `queued`,
+    /// the newer operation has left the queue (sent, or completed locally
+    /// as subsumed): an operation is written with its entity's version in
+    /// one transaction, and a later write merges into it unless it is in
+    /// flight, so the entity moves past it only through a second
+    /// operation.
+    pub local: bool,
+}
+
 /// What a failure or an abort does to its operations' batch id (hardened
 /// exactly-once), written in the same UPDATE as the status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1295,44 +1310,34 @@ impl SyncQueue {
             .map_err(sql("queued for entity"))
     }
 
-    /// Whether the device holds a newer version of this operation's entity
-    /// than the operation carries: another queued operation carries one, or
-    /// the local entity has moved past it. The second is the first after
-    /// the newer operation left the queue (sent, or completed locally as
-    /// subsumed): an operation is written with its entity's version in one
-    /// transaction, and a later write merges into it unless it is in
-    /// flight, so the entity moves past it only through a second
-    /// operation. `None` when the operation is gone.
-    pub fn superseded(&self, op_id: &str) -> Result<Option<bool>, QueueError> {
+    /// Where the device holds a newer version of this operation's entity
+    /// than the operation carries, in one read; `None` when the operation
+    /// is gone.
+    pub fn newer_version(&self, op_id: &str) -> Result<Option<NewerVersion>, QueueError> {
         query_row(
             &self.conn,
             "SELECT EXISTS (SELECT 1 FROM ops o2 WHERE o2.entity_type = ops.entity_type \
-             AND o2.entity_id = ops.entity_id AND o2.id != ops.id AND o2.version > ops.version) \
-             OR EXISTS (SELECT 1 FROM entities e WHERE e.entity_type = ops.entity_type \
+             AND o2.entity_id = ops.entity_id AND o2.id != ops.id AND o2.version > ops.version), \
+             EXISTS (SELECT 1 FROM entities e WHERE e.entity_type = ops.entity_type \
              AND e.entity_id = ops.entity_id AND e.version > ops.version) \
              FROM ops WHERE id = ?1",
             [op_id],
-            |r| r.get(0),
+            |r| {
+                Ok(NewerVersion {
+                    queued: r.get(0)?,
+                    local: r.get(1)?,
+                })
+            },
         )
         .optional()
-        .map_err(sql("superseded"))
+        .map_err(sql("newer version"))
     }
 
-    /// The narrower question: whether another queued operation of this
-    /// operation's entity carries a newer version (blind to one that has
-    /// left the queue). The planted bug `stale-resent` asks only this; the
-    /// engine asks it to tell its two marks apart.
-    pub fn superseded_by_queued(&self, op_id: &str) -> Result<Option<bool>, QueueError> {
-        query_row(
-            &self.conn,
-            "SELECT EXISTS (SELECT 1 FROM ops o2 WHERE o2.entity_type = ops.entity_type \
-             AND o2.entity_id = ops.entity_id AND o2.id != ops.id AND o2.version > ops.version) \
-             FROM ops WHERE id = ?1",
-            [op_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql("superseded by queued"))
+    /// Whether the device holds a newer version of this operation's entity
+    /// than the operation carries (`newer_version`, either place); `None`
+    /// when the operation is gone.
+    pub fn superseded(&self, op_id: &str) -> Result<Option<bool>, QueueError> {
+        Ok(self.newer_version(op_id)?.map(|n| n.queued || n.local))
     }
 
     /// An operation's retry count; `None` when it is gone.

@@ -12,7 +12,7 @@ use sync_core::model::{
     app_ready_at_ms, merge_kinds, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind,
     OpStatus, SyncOperation, BACKOFF_CAP_MS, DEFAULT_MAX_RETRIES,
 };
-use sync_core::queue::{BatchIdAfter, BatchSelect, QueueError};
+use sync_core::queue::{BatchIdAfter, BatchSelect, NewerVersion, QueueError};
 use sync_core::SyncQueue;
 
 #[derive(Clone, Debug)]
@@ -291,9 +291,15 @@ fn compare(q: &SyncQueue, m: &Model) -> Result<(), TestCaseError> {
         let newer = m.ops.iter().any(|p| {
             p.t == o.t && p.entity_id == o.entity_id && p.id != o.id && p.version > o.version
         });
-        // No local store here (`enqueue`): both questions are the queue's.
+        // No local store here (`enqueue`): the newer version is queued.
         prop_assert_eq!(q.superseded(&o.id).unwrap(), Some(newer));
-        prop_assert_eq!(q.superseded_by_queued(&o.id).unwrap(), Some(newer));
+        prop_assert_eq!(
+            q.newer_version(&o.id).unwrap(),
+            Some(NewerVersion {
+                queued: newer,
+                local: false
+            })
+        );
         prop_assert_eq!(q.retry_count(&o.id).unwrap(), Some(o.retry));
     }
     prop_assert_eq!(q.superseded("no-such-op").unwrap(), None);
@@ -688,15 +694,15 @@ fn superseded_sees_a_newer_version_that_has_left_the_queue() {
     let answers = |q: &SyncQueue, id: &str| {
         (
             q.superseded(id).unwrap(),
-            q.superseded_by_queued(id).unwrap(),
+            q.newer_version(id).unwrap().map(|n| (n.queued, n.local)),
         )
     };
-    assert_eq!(answers(&q, "a"), (Some(true), Some(true)));
-    assert_eq!(answers(&q, "b"), (Some(false), Some(false)));
+    assert_eq!(answers(&q, "a"), (Some(true), Some((true, true))));
+    assert_eq!(answers(&q, "b"), (Some(false), Some((false, false))));
     // The newer one leaves (sent, or completed locally): the entity has
     // still moved past the older one.
     assert!(q.remove("b").unwrap());
-    assert_eq!(answers(&q, "a"), (Some(true), Some(false)));
+    assert_eq!(answers(&q, "a"), (Some(true), Some((false, true))));
     assert_eq!(answers(&q, "gone"), (None, None));
 }
 
