@@ -22,11 +22,12 @@
 //!   is skipped when the subject is itself hardened without a bug (a real
 //!   hardened failure) or when the original run fails the control too;
 //!   and
-//! - its workload is one the app could make (`links_live_parents`): no
-//!   child names a parent whose create was removed or that was deleted
-//!   before it. The control misses that slide when the bug makes the
-//!   hardened preset skip the child, and it has no control at all for a
-//!   real hardened failure. Such candidates are not run.
+//! - its workload is one the app could make
+//!   (`workload::links_live_parents`, the generator's own model of the
+//!   device): no child names a parent whose create was removed or that
+//!   was deleted before it. The control misses that slide when the bug
+//!   makes the hardened preset skip the child, and it has no control at
+//!   all for a real hardened failure. Such candidates are not run.
 //!
 //! The seed is kept, so madsim's draws (which message a loss probability
 //! drops, latencies) come from the same stream; they can still shift as the
@@ -42,6 +43,7 @@ use crate::nemesis::FaultPlan;
 use crate::report::bug_flag;
 use crate::scenario::{Scenario, Shrunk};
 use crate::script::ScriptSection;
+use crate::workload::links_live_parents;
 use crate::world::{run_checked, Script, WorldParams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -118,62 +120,6 @@ fn size(script: &Script) -> Size {
 
 fn per_user_lists(p: &FaultPlan) -> [&Vec<Vec<crate::nemesis::Window>>; 4] {
     [&p.offline, &p.silent_drop, &p.kills, &p.token_expired]
-}
-
-/// Whether every edit links only live parents, as the generator's edits do
-/// (workload.rs): a game's or adjustment's row names a season, tournament
-/// or team, and a roster its team, that an earlier edit of the same user
-/// created and nothing deleted since; and a parent is deleted only while no
-/// live child names it. A candidate that breaks this is a workload the app
-/// cannot make (a parent's create removed, or a child's delete that let
-/// its parent go), and its failure belongs to the missing parent, not to
-/// the bug being shrunk: the control cannot always see that, because a
-/// planted bug may make the hardened preset skip the child altogether
-/// (regression `superseded-game-seed438`: a superseded game that hardened
-/// never sends).
-///
-/// Edits are taken per user in time order, as the world makes them.
-pub fn links_live_parents(script: &Script) -> bool {
-    use sync_core::payload::row_parents;
-    use sync_core::EntityType;
-    type Key = (u32, EntityType, String);
-    let mut order: Vec<&crate::workload::Edit> = script.edits.iter().collect();
-    order.sort_by_key(|e| (e.user, e.at_ms));
-    let mut live: std::collections::BTreeSet<Key> = std::collections::BTreeSet::new();
-    // Each live child's parents, and how many live children name a parent.
-    let mut links: BTreeMap<Key, Vec<Key>> = BTreeMap::new();
-    let mut named: BTreeMap<Key, u32> = BTreeMap::new();
-    for e in order {
-        let key: Key = (e.user, e.op.entity_type, e.op.entity_id.clone());
-        for old in links.remove(&key).unwrap_or_default() {
-            if let Some(n) = named.get_mut(&old) {
-                *n -= 1;
-            }
-        }
-        if e.op.kind.is_delete() {
-            if named.get(&key).is_some_and(|n| *n > 0) {
-                return false;
-            }
-            live.remove(&key);
-            continue;
-        }
-        let mut parents: Vec<Key> = row_parents(e.op.entity_type, &e.op.data)
-            .into_iter()
-            .map(|(t, id)| (e.user, t, id))
-            .collect();
-        if e.op.entity_type == EntityType::TeamRoster {
-            parents.push((e.user, EntityType::Team, e.op.entity_id.clone()));
-        }
-        if !parents.iter().all(|p| live.contains(p)) {
-            return false;
-        }
-        for p in &parents {
-            *named.entry(p.clone()).or_default() += 1;
-        }
-        links.insert(key.clone(), parents);
-        live.insert(key);
-    }
-    true
 }
 
 /// Every atom of a script, grouped: one group per entity (all its edits),
@@ -327,7 +273,7 @@ pub fn shrink(s: &Scenario, o: &ShrinkOptions) -> Result<ShrinkResult, String> {
     let use_control = !(o.preset == Preset::Hardened && o.bug.is_none()) && holds_control(&full);
     // A hand-written script may break the rule on purpose; then it is not
     // imposed on its candidates.
-    let keep_links = links_live_parents(&full);
+    let keep_links = links_live_parents(&full.edits);
     let checker: &'static str = match &o.checker {
         Some(c) => original.iter().copied().find(|f| f == c).ok_or_else(|| {
             format!(
@@ -357,7 +303,7 @@ pub fn shrink(s: &Scenario, o: &ShrinkOptions) -> Result<ShrinkResult, String> {
             return None;
         }
         let candidate = Arc::new(select(&full, keep));
-        if keep_links && !links_live_parents(&candidate) {
+        if keep_links && !links_live_parents(&candidate.edits) {
             // Not run: no budget spent on a workload the app cannot make.
             return Some(false);
         }
@@ -441,148 +387,4 @@ pub fn scenario_file(r: &ShrinkResult, path: &std::path::Path) -> Result<String,
         from.preset.as_str(),
         bug_flag(from.bug.as_deref()),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::workload::Edit;
-    use serde_json::{json, Value};
-    use sync_core::{EntityType, NewOperation, OpKind};
-
-    #[test]
-    fn every_generated_workload_links_live_parents() {
-        // The rule must be the generator's, or the shrinker would refuse
-        // candidates the app could make.
-        for name in Scenario::known() {
-            let s = Scenario::embedded(&name).expect("embedded scenario");
-            let (params, _) = s.setup(Preset::Hardened, None);
-            let seeds = if name == "large-backlog" { 2 } else { 20 };
-            for seed in 0..seeds {
-                assert!(
-                    links_live_parents(&params.expand(seed)),
-                    "{name} seed {seed}"
-                );
-            }
-        }
-    }
-
-    fn edit(at_ms: i64, t: EntityType, id: &str, kind: OpKind, data: Value) -> Edit {
-        Edit {
-            at_ms,
-            user: 0,
-            op: NewOperation {
-                entity_type: t,
-                entity_id: id.to_string(),
-                kind,
-                data,
-            },
-            bad: false,
-        }
-    }
-
-    fn script(edits: Vec<Edit>) -> Script {
-        let s = Scenario::embedded("normal-usage").expect("embedded scenario");
-        let (params, _) = s.setup(Preset::Hardened, None);
-        Script {
-            edits,
-            plan: params.expand(0).plan,
-        }
-    }
-
-    #[test]
-    fn a_child_of_a_missing_or_deleted_parent_is_not_a_workload_the_app_makes() {
-        let team = || {
-            edit(
-                0,
-                EntityType::Team,
-                "u0_team_1",
-                OpKind::Create,
-                json!({ "id": "u0_team_1" }),
-            )
-        };
-        let adjustment = |at_ms: i64, kind: OpKind| {
-            edit(
-                at_ms,
-                EntityType::PlayerAdjustment,
-                "u0_adj_1",
-                kind,
-                json!({ "id": "u0_adj_1", "player_id": "u0_player_1", "team_id": "u0_team_1" }),
-            )
-        };
-        let roster = |at_ms: i64, kind: OpKind| {
-            edit(at_ms, EntityType::TeamRoster, "u0_team_1", kind, json!([]))
-        };
-        let team_delete = |at_ms: i64| {
-            edit(
-                at_ms,
-                EntityType::Team,
-                "u0_team_1",
-                OpKind::Delete,
-                Value::Null,
-            )
-        };
-
-        assert!(links_live_parents(&script(vec![
-            team(),
-            adjustment(1, OpKind::Create)
-        ])));
-        assert!(!links_live_parents(&script(vec![adjustment(
-            1,
-            OpKind::Create
-        )])));
-        // Order is by time, not by place in the list.
-        assert!(!links_live_parents(&script(vec![
-            adjustment(0, OpKind::Create),
-            edit(
-                1,
-                EntityType::Team,
-                "u0_team_1",
-                OpKind::Create,
-                json!({ "id": "u0_team_1" })
-            )
-        ])));
-        // The parent goes only after the child that names it.
-        assert!(links_live_parents(&script(vec![
-            team(),
-            adjustment(1, OpKind::Create),
-            adjustment(2, OpKind::Delete),
-            team_delete(3),
-        ])));
-        assert!(!links_live_parents(&script(vec![
-            team(),
-            adjustment(1, OpKind::Create),
-            team_delete(2),
-        ])));
-        // An update that drops the link frees the parent.
-        let unlinked = edit(
-            2,
-            EntityType::PlayerAdjustment,
-            "u0_adj_1",
-            OpKind::Update,
-            json!({ "id": "u0_adj_1", "player_id": "u0_player_1", "team_id": null }),
-        );
-        assert!(links_live_parents(&script(vec![
-            team(),
-            adjustment(1, OpKind::Create),
-            unlinked,
-            team_delete(3),
-        ])));
-        // A roster needs its team, and is cleared before the team goes.
-        assert!(!links_live_parents(&script(vec![roster(
-            1,
-            OpKind::Create
-        )])));
-        assert!(links_live_parents(&script(vec![
-            team(),
-            roster(1, OpKind::Create),
-            roster(2, OpKind::Delete),
-            team_delete(2),
-        ])));
-        assert!(!links_live_parents(&script(vec![
-            team(),
-            roster(1, OpKind::Create),
-            team_delete(2),
-        ])));
-    }
 }

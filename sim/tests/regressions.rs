@@ -37,7 +37,7 @@ fn shrunk_regressions_still_fail_their_checker() {
         // missing parent's (what `sim shrink` now holds candidates to).
         let script = params.expand(shrunk.seed);
         assert!(
-            sim::shrink::links_live_parents(&script),
+            sim::workload::links_live_parents(&script.edits),
             "{}: a child names a parent its script never creates or already deleted",
             path.display()
         );
