@@ -197,6 +197,14 @@ pub const BUGS: &[PlantedBug] = &[
         also_disable: &[],
     },
     PlantedBug {
+        name: "name-handover-unchecked",
+        breaks: "a member that takes a name another one gave up on the device is sent before that one's delete or rename lands: the call applies upserts before deletes (and a rename merged with a later edit may sit behind the taker), so the server still holds the name, rejects the call with a unique violation, and the taker is quarantined as a bad record (found in the hardened engine by the name-handover scenario)",
+        caught_by: "no_honest_rejection",
+        scenario: "name-handover",
+        kind: BugKind::Engine(|b| b.name_handover_unchecked = true),
+        also_disable: &[],
+    },
+    PlantedBug {
         name: "busy-loop",
         breaks: "the re-check after a pass counts operations still in backoff as work, so the engine spins through passes that send nothing (the app's busy loop)",
         caught_by: "no_busy_loop",

@@ -86,6 +86,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "a half of a split call, held to the rules again when its turn came, lost an operation that edits made while earlier halves were in flight had subsumed, superseded or orphaned",
     ),
     (
+        "name_awaits_release",
+        "an upsert taking a name another member gave up on the device waited: the server may still hold the name until that member's delete or rename lands",
+    ),
+    (
         "retry_failed_revived",
         "the user's Retry failed sent failed operations back to pending",
     ),

@@ -103,6 +103,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "stale-roster",
         include_str!("../../scenarios/stale-roster.toml"),
     ),
+    (
+        "name-handover",
+        include_str!("../../scenarios/name-handover.toml"),
+    ),
 ];
 
 /// A scenario file.
@@ -277,6 +281,10 @@ pub struct WorkloadSection {
     pub kinds: KindWeights,
     pub bad_records: u32,
     pub delete_recreate: u32,
+    /// Name hand-overs per user (a personnel member deleted or renamed and
+    /// a new one created with its name at the same instant).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub name_reuse: u32,
     pub children_first: bool,
     /// The last user's client is tampered with: every row it writes claims
     /// user 0's `user_id` (needs two users or more).
@@ -285,6 +293,10 @@ pub struct WorkloadSection {
     /// and once more when the faults end (absent: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_failed_every_ms: Option<i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for WorkloadSection {
@@ -297,6 +309,7 @@ impl Default for WorkloadSection {
             kinds: KindWeights::default(),
             bad_records: 0,
             delete_recreate: 0,
+            name_reuse: 0,
             children_first: false,
             forged_user_id: false,
             retry_failed_every_ms: None,
@@ -634,6 +647,7 @@ impl Scenario {
                 kind_weights: [wl.kinds.create, wl.kinds.update, wl.kinds.delete],
                 bad_records: wl.bad_records,
                 delete_recreate: wl.delete_recreate,
+                name_reuse: wl.name_reuse,
                 children_first: wl.children_first,
                 forged_user_id: wl.forged_user_id,
                 retry_failed_every_ms: wl.retry_failed_every_ms,

@@ -23,9 +23,11 @@
 //!   hardened failure) or when the original run fails the control too;
 //!   and
 //! - its workload is one the app could make
-//!   (`workload::links_live_parents`, the generator's own model of the
+//!   (`workload::app_could_make`, the generator's own model of the
 //!   device): no child names a parent whose create was removed or that
-//!   was deleted before it. The control misses that slide when the bug
+//!   was deleted before it, and no staff member takes a name another one
+//!   still holds (a hand-over whose delete was removed). The control
+//!   misses that slide when the bug
 //!   makes the hardened preset skip the child, and it has no control at
 //!   all for a real hardened failure. Such candidates are not run.
 //!
@@ -43,7 +45,7 @@ use crate::nemesis::FaultPlan;
 use crate::report::bug_flag;
 use crate::scenario::{Scenario, Shrunk};
 use crate::script::ScriptSection;
-use crate::workload::links_live_parents;
+use crate::workload::app_could_make;
 use crate::world::{run_checked, Script, WorldParams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -273,7 +275,7 @@ pub fn shrink(s: &Scenario, o: &ShrinkOptions) -> Result<ShrinkResult, String> {
     let use_control = !(o.preset == Preset::Hardened && o.bug.is_none()) && holds_control(&full);
     // A hand-written script may break the rule on purpose; then it is not
     // imposed on its candidates.
-    let keep_links = links_live_parents(&full.edits);
+    let keep_links = app_could_make(&full.edits);
     let checker: &'static str = match &o.checker {
         Some(c) => original.iter().copied().find(|f| f == c).ok_or_else(|| {
             format!(
@@ -303,7 +305,7 @@ pub fn shrink(s: &Scenario, o: &ShrinkOptions) -> Result<ShrinkResult, String> {
             return None;
         }
         let candidate = Arc::new(select(&full, keep));
-        if keep_links && !links_live_parents(&candidate.edits) {
+        if keep_links && !app_could_make(&candidate.edits) {
             // Not run: no budget spent on a workload the app cannot make.
             return Some(false);
         }

@@ -34,6 +34,10 @@ pub struct WorkloadParams {
     pub bad_records: u32,
     /// Delete-then-recreate pairs per user.
     pub delete_recreate: u32,
+    /// Name hand-overs per user: a live personnel member is deleted or
+    /// renamed, and at the same instant a new one is created with the name
+    /// it gave up (names are unique per user on the server).
+    pub name_reuse: u32,
     /// After a child edit, touch its parent so the parent's operation moves
     /// behind the child's in the queue (children before parents).
     pub children_first: bool,
@@ -89,6 +93,8 @@ pub struct Edit {
 struct Facts {
     links: Vec<(EntityType, String)>,
     player_id: Value,
+    /// A personnel member's name (unique per user on the server).
+    name: Option<String>,
 }
 
 /// The live entities of one type, with the ids also in a vector so a random
@@ -128,6 +134,8 @@ struct Local {
     live: BTreeMap<EntityType, Live>,
     /// How many live games and adjustments point at each (parent type, id).
     refs: BTreeMap<(EntityType, String), u32>,
+    /// Live personnel names, and whose each is.
+    personnel_names: BTreeMap<String, String>,
     next_id: u64,
     has_settings: bool,
     has_warmup: bool,
@@ -175,12 +183,19 @@ impl Local {
             } else {
                 Value::Null
             },
+            name: (t == EntityType::Personnel)
+                .then(|| data["name"].as_str().map(str::to_string))
+                .flatten(),
         };
         for l in &facts.links {
             *self.refs.entry(l.clone()).or_default() += 1;
         }
-        let old = self.live.entry(t).or_default().insert(id, facts);
+        let name = facts.name.clone();
+        let old = self.live.entry(t).or_default().insert(id.clone(), facts);
         self.unlink(old);
+        if let Some(name) = name {
+            self.personnel_names.insert(name, id);
+        }
     }
 
     fn remove(&mut self, t: EntityType, id: &str) {
@@ -190,6 +205,9 @@ impl Local {
 
     fn unlink(&mut self, old: Option<Facts>) {
         let Some(old) = old else { return };
+        if let Some(name) = &old.name {
+            self.personnel_names.remove(name);
+        }
         for l in old.links {
             if let Some(n) = self.refs.get_mut(&l) {
                 *n -= 1;
@@ -198,6 +216,20 @@ impl Local {
                 }
             }
         }
+    }
+
+    /// The name of a live personnel member.
+    fn personnel_name(&self, id: &str) -> Option<String> {
+        let (_, facts) = self.live.get(&EntityType::Personnel)?.rows.get(id)?;
+        facts.name.clone()
+    }
+
+    /// Whether a personnel member `id` may take `name`: no other live one
+    /// holds it.
+    fn name_free(&self, name: &str, id: &str) -> bool {
+        self.personnel_names
+            .get(name)
+            .is_none_or(|holder| holder == id)
     }
 
     /// Whether a live game or adjustment points at (t, id).
@@ -225,21 +257,27 @@ pub fn generate(params: &WorkloadParams, seed: u64) -> Vec<Edit> {
     all
 }
 
-/// Whether every edit names only live parents, as `generate`'s edits do,
-/// judged by the generator's own model of the device (`Local`): a game's
-/// or adjustment's row names a season, tournament or team, and a roster
-/// its team, that an earlier edit of the same user made and nothing
-/// deleted since; and a parent is deleted only once no live child names it
-/// (a team's roster cleared first). `sim shrink` holds its candidates to
-/// it: a candidate that breaks it (a parent's create removed, or a child's
-/// delete that let its parent go) is a workload the app cannot make, and
-/// its failure belongs to the missing parent, not to the bug being shrunk.
-/// The shrinker's control cannot always see that, because a planted bug
-/// may make the hardened preset skip the child altogether (regression
-/// `superseded-game-seed438`: a superseded game that hardened never sends).
+/// Whether the workload is one the app could make, as `generate`'s edits
+/// are, judged by the generator's own model of the device (`Local`):
+/// - every edit names only live parents: a game's or adjustment's row names
+///   a season, tournament or team, and a roster its team, that an earlier
+///   edit of the same user made and nothing deleted since; and a parent is
+///   deleted only once no live child names it (a team's roster cleared
+///   first);
+/// - no two live staff members of a user share a name (the server's unique
+///   constraint): a name is taken only once its holder gave it up.
+///
+/// `sim shrink` holds its candidates to it: a candidate that breaks it (a
+/// parent's create removed, a child's delete that let its parent go, a
+/// hand-over's delete removed) is a workload the app cannot make, and its
+/// failure belongs to the missing parent or the duplicate name, not to the
+/// bug being shrunk. The shrinker's control cannot always see that,
+/// because a planted bug may make the hardened preset skip the child
+/// altogether (regression `superseded-game-seed438`: a superseded game
+/// that hardened never sends).
 ///
 /// Edits are taken per user in time order, as the world makes them.
-pub fn links_live_parents(edits: &[Edit]) -> bool {
+pub fn app_could_make(edits: &[Edit]) -> bool {
     let mut order: Vec<&Edit> = edits.iter().collect();
     order.sort_by_key(|e| (e.user, e.at_ms));
     let mut locals: BTreeMap<u32, Local> = BTreeMap::new();
@@ -257,7 +295,11 @@ pub fn links_live_parents(edits: &[Edit]) -> bool {
             let parents_live = row_parents(t, &e.op.data)
                 .iter()
                 .all(|(pt, pid)| local.contains(*pt, pid));
-            if !(team_live && parents_live) {
+            let name_free = t != EntityType::Personnel
+                || e.op.data["name"]
+                    .as_str()
+                    .is_none_or(|name| local.name_free(name, id));
+            if !(team_live && parents_live && name_free) {
                 return false;
             }
             local.put(t, id.to_string(), &e.op.data);
@@ -291,6 +333,9 @@ impl Gen<'_> {
         // Which edit indexes are bad / delete-recreate, chosen up front.
         let bad_at = self.choose_indexes(total, p.bad_records);
         let recreate_at = self.choose_indexes(total, p.delete_recreate);
+        // Drawn last, and not at all when zero: the other knobs' edits stay
+        // those of a workload without it.
+        let reuse_at = self.choose_indexes(total, p.name_reuse);
         let mut t = 0i64;
         // Bound: each iteration emits at least one edit and at most four.
         for i in 0..total {
@@ -298,6 +343,9 @@ impl Gen<'_> {
                 t += self.rng.range_i64(p.think_time_ms.0, p.think_time_ms.1);
             }
             if recreate_at.contains(&i) && self.delete_recreate(t) {
+                continue;
+            }
+            if reuse_at.contains(&i) && self.name_reuse(t) {
                 continue;
             }
             self.one_edit(t, bad_at.contains(&i));
@@ -508,6 +556,34 @@ impl Gen<'_> {
         false
     }
 
+    /// A name hand-over at one instant: a live personnel member gives up its
+    /// name (deleted, or renamed) and a new one is created with it. The
+    /// server holds the old owner under that name until the delete or
+    /// rename lands, so the new one's create must not reach it first.
+    fn name_reuse(&mut self, at: i64) -> bool {
+        let t = EntityType::Personnel;
+        let Some(old_owner) = self.local.pick(self.rng, t) else {
+            return false;
+        };
+        let Some(name) = self.local.personnel_name(&old_owner) else {
+            return false;
+        };
+        if self.rng.next_u64() % 2 == 0 {
+            self.delete(at, t, old_owner);
+        } else {
+            let mut data = self.row(t, &old_owner, false);
+            if data["name"].as_str() == Some(name.as_str()) {
+                data["name"] = json!(format!("{name} (renamed)"));
+            }
+            self.emit(at, t, old_owner, OpKind::Update, data, false);
+        }
+        let id = self.new_id(t);
+        let mut data = self.row(t, &id, false);
+        data["name"] = json!(name);
+        self.emit(at, t, id, OpKind::Create, data, false);
+        true
+    }
+
     /// With `children_first`, the parents a child's row names, to update
     /// right after the child (`touch_all`) so their queued operations move
     /// behind the child's (merge moves it to the back). Read before the
@@ -601,9 +677,21 @@ impl Gen<'_> {
             EntityType::Team => json!({"id": id, "name": name, "color": self.word()}),
             EntityType::Season => json!({"id": id, "name": name, "start_date": "2026-08-01"}),
             EntityType::Tournament => json!({"id": id, "name": name, "level": "regional"}),
-            // Personnel names are unique per user on the server: keep the id in it.
+            // Personnel names are unique per user on the server: the id in
+            // the name keeps them apart, except from a name another member
+            // handed over (`name_reuse`), which a suffix avoids (no random
+            // draw, so a workload without hand-overs is unchanged).
             EntityType::Personnel => {
-                json!({"id": id, "name": format!("{name} {id}"), "role": "coach"})
+                let mut name = format!("{name} {id}");
+                // Bound: each pass appends one more mark, and at most every
+                // live name is in the way.
+                for _ in 0..=self.local.personnel_names.len() {
+                    if self.local.name_free(&name, id) {
+                        break;
+                    }
+                    name.push('\'');
+                }
+                json!({"id": id, "name": name, "role": "coach"})
             }
             EntityType::PlayerAdjustment => {
                 let player = self
@@ -671,6 +759,7 @@ mod tests {
             kind_weights: [5, 4, 1],
             bad_records: 2,
             delete_recreate: 2,
+            name_reuse: 0,
             children_first: true,
             forged_user_id: false,
             retry_failed_every_ms: None,
@@ -734,7 +823,7 @@ mod tests {
     }
 
     #[test]
-    fn every_generated_workload_links_live_parents() {
+    fn every_generated_workload_is_one_the_app_could_make() {
         // The rule must be the generator's, or the shrinker would refuse
         // candidates the app could make.
         for name in crate::scenario::Scenario::known() {
@@ -743,7 +832,7 @@ mod tests {
             let seeds = if name == "large-backlog" { 2 } else { 20 };
             for seed in 0..seeds {
                 assert!(
-                    links_live_parents(&params.expand(seed).edits),
+                    app_could_make(&params.expand(seed).edits),
                     "{name} seed {seed}"
                 );
             }
@@ -797,10 +886,10 @@ mod tests {
             )
         };
 
-        assert!(links_live_parents(&[team(), adjustment(1, OpKind::Create)]));
-        assert!(!links_live_parents(&[adjustment(1, OpKind::Create)]));
+        assert!(app_could_make(&[team(), adjustment(1, OpKind::Create)]));
+        assert!(!app_could_make(&[adjustment(1, OpKind::Create)]));
         // Order is by time, not by place in the list.
-        assert!(!links_live_parents(&[
+        assert!(!app_could_make(&[
             adjustment(0, OpKind::Create),
             edit(
                 1,
@@ -811,13 +900,13 @@ mod tests {
             )
         ]));
         // The parent goes only after the child that names it.
-        assert!(links_live_parents(&[
+        assert!(app_could_make(&[
             team(),
             adjustment(1, OpKind::Create),
             adjustment(2, OpKind::Delete),
             team_delete(3),
         ]));
-        assert!(!links_live_parents(&[
+        assert!(!app_could_make(&[
             team(),
             adjustment(1, OpKind::Create),
             team_delete(2),
@@ -830,24 +919,76 @@ mod tests {
             OpKind::Update,
             json!({ "id": "u0_adj_1", "player_id": "u0_player_1", "team_id": null }),
         );
-        assert!(links_live_parents(&[
+        assert!(app_could_make(&[
             team(),
             adjustment(1, OpKind::Create),
             unlinked,
             team_delete(3),
         ]));
         // A roster needs its team, and is cleared before the team goes.
-        assert!(!links_live_parents(&[roster(1, OpKind::Create)]));
-        assert!(links_live_parents(&[
+        assert!(!app_could_make(&[roster(1, OpKind::Create)]));
+        assert!(app_could_make(&[
             team(),
             roster(1, OpKind::Create),
             roster(2, OpKind::Delete),
             team_delete(2),
         ]));
-        assert!(!links_live_parents(&[
+        assert!(!app_could_make(&[
             team(),
             roster(1, OpKind::Create),
             team_delete(2),
         ]));
+    }
+
+    #[test]
+    fn a_name_another_member_still_holds_is_not_a_workload_the_app_makes() {
+        let member = |at_ms: i64, id: &str, kind: OpKind, name: &str| {
+            edit(
+                at_ms,
+                EntityType::Personnel,
+                id,
+                kind,
+                json!({ "id": id, "name": name }),
+            )
+        };
+        let gone = |at_ms: i64, id: &str| {
+            edit(
+                at_ms,
+                EntityType::Personnel,
+                id,
+                OpKind::Delete,
+                Value::Null,
+            )
+        };
+        let a = || member(0, "u0_personnel_1", OpKind::Create, "Kim");
+        // A hand-over: the name is given up (deleted, or renamed), then
+        // taken; an update that keeps a member's own name is fine.
+        assert!(app_could_make(&[
+            a(),
+            gone(1, "u0_personnel_1"),
+            member(1, "u0_personnel_2", OpKind::Create, "Kim"),
+        ]));
+        assert!(app_could_make(&[
+            a(),
+            member(1, "u0_personnel_1", OpKind::Update, "Lee"),
+            member(1, "u0_personnel_2", OpKind::Create, "Kim"),
+            member(2, "u0_personnel_2", OpKind::Update, "Kim"),
+        ]));
+        // The hand-over's delete or rename removed (as a shrink might).
+        assert!(!app_could_make(&[
+            a(),
+            member(1, "u0_personnel_2", OpKind::Create, "Kim"),
+        ]));
+        // Other users, and other types, may share a name.
+        let mut other_user = member(1, "u1_personnel_1", OpKind::Create, "Kim");
+        other_user.user = 1;
+        let player = edit(
+            1,
+            EntityType::Player,
+            "u0_player_1",
+            OpKind::Create,
+            json!({ "id": "u0_player_1", "name": "Kim" }),
+        );
+        assert!(app_could_make(&[a(), other_user, player]));
     }
 }

@@ -92,4 +92,5 @@ scenarios! {
     bisect_churn => "bisect-churn",
     full_mix => "full-mix",
     stale_roster => "stale-roster",
+    name_handover => "name-handover",
 }

@@ -72,3 +72,10 @@ fn retry_failed_replays_an_operation_that_escaped_merging() {
 fn retry_failed_keeps_a_bad_record_failing_its_batch_forever() {
     shows("retry-quarantined", Preset::Batched, "convergence");
 }
+
+#[test]
+fn a_name_handed_over_in_one_call_is_rejected() {
+    // The plan's call applies upserts before deletes: a new member's create
+    // meets the old member still holding the name it gave up.
+    shows("name-handover", Preset::Batched, "no_honest_rejection");
+}

@@ -313,6 +313,35 @@ fn cases(c: &mut Client) {
         "40001"
     );
 
+    // A name handed over in one call (scenario name-handover): the plan's
+    // call runs upserts before deletes, so the new member meets the old one
+    // still holding the name; the call fails whole. The delete first, in
+    // its own call, and then the create, go through.
+    let u = uid(110);
+    let member = |id: &str| json!({"id": id, "name": "Coach Kim", "role": "coach"});
+    let with = |personnel: Vec<Value>, delete: Vec<String>| BulkSyncPayload {
+        personnel,
+        delete_personnel_ids: delete,
+        ..Default::default()
+    };
+    pg::bulk_sync(c, Some(&u), &with(vec![member("x1")], vec![])).unwrap();
+    let before = pg::dump(c, &u);
+    let handover = with(vec![member("x2")], vec!["x1".into()]);
+    let e = pg::bulk_sync(c, Some(&u), &handover).unwrap_err();
+    assert_eq!(e.sqlstate, "23505", "{e:?}");
+    assert_eq!(
+        pg::dump(c, &u),
+        before,
+        "the failed hand-over changed nothing"
+    );
+    pg::bulk_sync(c, Some(&u), &with(vec![], vec!["x1".into()])).unwrap();
+    pg::bulk_sync(c, Some(&u), &with(vec![member("x2")], vec![])).unwrap();
+    let held: Vec<Value> = rows(c, &u, "personnel")
+        .into_iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(held, vec![json!("x2")]);
+
     // anon (no grant) cannot execute the functions at all.
     let e = {
         let mut tx = c.transaction().unwrap();

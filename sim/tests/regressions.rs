@@ -34,11 +34,13 @@ fn shrunk_regressions_still_fail_their_checker() {
         let bug = shrunk.bug.as_deref().map(|b| PlantedBug::find(b).unwrap());
         let (params, config) = s.setup(shrunk.preset, bug);
         // A workload the app could make: its failure is the bug's, not a
-        // missing parent's (what `sim shrink` now holds candidates to).
+        // missing parent's or a duplicate name's (what `sim shrink` holds
+        // candidates to).
         let script = params.expand(shrunk.seed);
         assert!(
-            sim::workload::links_live_parents(&script.edits),
-            "{}: a child names a parent its script never creates or already deleted",
+            sim::workload::app_could_make(&script.edits),
+            "{}: a workload the app could not make (a child names a parent its script \
+             never creates or already deleted, or a staff member takes a name another holds)",
             path.display()
         );
         let r = run_checked(&params, shrunk.seed, config, false);

@@ -271,6 +271,14 @@ pub struct PlantedEngineBugs {
     /// team's, and fails its foreign key alone on a server that never saw
     /// the team (found in the hardened engine by full-mix, seed 21002778).
     pub stale_resent: bool,
+    /// A member that takes a name another one gave up locally is sent
+    /// without waiting for that one's delete or rename to land: the call
+    /// applies upserts before deletes, and a rename merged with a later
+    /// edit may sit behind the taker, so the server still holds the name
+    /// and rejects the call with a unique violation; the taker is then
+    /// quarantined as a bad record (found in the hardened engine by the
+    /// name-handover scenario).
+    pub name_handover_unchecked: bool,
 }
 
 impl PlantedEngineBugs {
@@ -748,7 +756,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             } else {
                 current
             };
-            if h.parents_first && self.has_queued_parent(&current)? {
+            if h.parents_first && self.must_wait(&current, &BTreeSet::new())? {
                 debug!(game = %current.entity_id, "game waits for its parent");
                 continue;
             }
@@ -992,7 +1000,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         let in_group: BTreeSet<String> = group.iter().map(|o| o.id.clone()).collect();
         let mut admitted = Vec::with_capacity(current.len());
         for op in current {
-            if self.has_queued_parent_except(&op, &in_group)? {
+            if self.must_wait(&op, &in_group)? {
                 debug!(op = %op.id, "changed operation waits for the next selection");
                 self.host.mark("changed_op_deferred");
             } else {
@@ -1156,17 +1164,46 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         Ok((newer.queued || (newer.local && local_counts)).then_some(newer))
     }
 
-    /// Whether a parent of `op` has a queued (not completed) upsert.
-    fn has_queued_parent(&self, op: &SyncOperation) -> Result<bool, EngineError> {
-        self.has_queued_parent_except(op, &BTreeSet::new())
-    }
-
-    fn has_queued_parent_except(
+    /// Whether `op` must stay out of a call made of `in_batch`: something
+    /// it depends on has not reached the server. Either a blocker (a
+    /// parent's upsert, or a team's roster) is queued outside the call, or
+    /// `op` takes a name that another member gave up locally and the
+    /// server may still hold (`SyncQueue::name_awaits_release`). The
+    /// release cannot share the call: the call applies upserts before
+    /// deletes, and in payload order, where a rename merged with a later
+    /// edit may sit behind the taker.
+    ///
+    /// Waiting is acyclic for every edit the app makes: a release is
+    /// recorded before the name is taken, and a taker waits only for
+    /// releases. Not covered: two members swapping names (each then waits
+    /// for the other); the app never does that in one step, and merging
+    /// would erase the intermediate name the server needs anyway.
+    fn must_wait(
         &self,
         op: &SyncOperation,
         in_batch: &BTreeSet<String>,
     ) -> Result<bool, EngineError> {
-        Ok(!self.blockers(op, in_batch)?.is_empty())
+        if !self.blockers(op, in_batch)?.is_empty() {
+            return Ok(true);
+        }
+        let name = op
+            .data
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .filter(|_| op.entity_type.unique_name() && !op.kind.is_delete());
+        let Some(name) = name else {
+            return Ok(false);
+        };
+        if PlantedEngineBugs::active(self.config.planted.name_handover_unchecked) {
+            return Ok(false);
+        }
+        let waits = self
+            .q()
+            .name_awaits_release(op.entity_type, name, &op.entity_id)?;
+        if waits {
+            self.host.mark("name_awaits_release");
+        }
+        Ok(waits)
     }
 
     /// The queued operations (outside `in_batch`) that must reach the server
@@ -1357,8 +1394,8 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         let in_batch: BTreeSet<String> = ops.iter().map(|o| o.id.clone()).collect();
         let mut kept = Vec::with_capacity(ops.len());
         for op in ops {
-            if self.has_queued_parent_except(&op, &in_batch)? {
-                debug!(op = %op.id, "child waits for its parent");
+            if self.must_wait(&op, &in_batch)? {
+                debug!(op = %op.id, "waits for a parent or a released name");
             } else {
                 kept.push(op);
             }

@@ -100,6 +100,14 @@ impl EntityType {
     pub fn is_bulk(self) -> bool {
         self != EntityType::Game
     }
+
+    /// Whether the server holds this type's `name` unique per user (the
+    /// schema's only uniqueness across entities of a bulk type: personnel).
+    /// A member that takes a name another one gave up locally must not
+    /// reach the server before that one's delete or rename does.
+    pub fn unique_name(self) -> bool {
+        self == EntityType::Personnel
+    }
 }
 
 impl fmt::Display for EntityType {

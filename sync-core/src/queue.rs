@@ -11,6 +11,11 @@
 //!   jittered backoff) so readiness is an indexed range, not a scan.
 //! - `entities`: the local store (the device's truth).
 //! - `sequences`: persistent counters (batch ids).
+//! - `released_names`: names of a `unique_name` type that an entity gave up
+//!   locally (deleted, or renamed) at a version the server may not have
+//!   yet; a row goes once an operation of that entity at that version or
+//!   later is acknowledged. Another entity that takes the name waits for
+//!   it (`name_awaits_release`).
 //!
 //! Cost: every batch method touches only the rows it names (primary key);
 //! `get_pending_batched` probes which types have pending operations (one
@@ -190,7 +195,38 @@ CREATE TABLE IF NOT EXISTS sequences (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Keyed by entity, so an acknowledgement settles its entity's rows with
+-- one seek; looked up by name through the second index.
+CREATE TABLE IF NOT EXISTS released_names (
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (entity_type, entity_id, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS released_names_by_name ON released_names (entity_type, name);
 ";
+
+/// An acknowledged operation (`mark_batch_completed` deletes it while it is
+/// syncing) settles the names its entity gave up at its version or before:
+/// the server now has that version or a newer one. A trigger, so that no
+/// path that completes an operation can forget it; it fires only for the
+/// types with a unique name (`EntityType::unique_name`), so the others pay
+/// nothing.
+static RELEASED_NAMES_SETTLED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let types: Vec<String> = EntityType::ALL
+        .into_iter()
+        .filter(|t| t.unique_name())
+        .map(|t| format!("'{}'", t.as_str()))
+        .collect();
+    format!(
+        "CREATE TRIGGER IF NOT EXISTS released_names_settled AFTER DELETE ON ops \
+         WHEN old.status = 'syncing' AND old.entity_type IN ({}) \
+         BEGIN DELETE FROM released_names WHERE entity_type = old.entity_type \
+         AND entity_id = old.entity_id AND version <= old.version; END;",
+        types.join(", ")
+    )
+});
 
 /// `SELECT <every op column> FROM ops <rest>` as one literal: a hot read
 /// formats no string per call (the text is the statement cache's key).
@@ -380,6 +416,7 @@ impl SyncQueue {
             "DELETE FROM ops",
             "DELETE FROM entities",
             "DELETE FROM sequences",
+            "DELETE FROM released_names",
         ] {
             exec(&tx, q, []).map_err(sql("clear"))?;
         }
@@ -423,6 +460,7 @@ impl SyncQueue {
             )));
         }
         conn.execute_batch(SCHEMA)
+            .and_then(|()| conn.execute_batch(&RELEASED_NAMES_SETTLED))
             .map_err(|e| corrupt(e.to_string()))?;
         let ok: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -720,6 +758,9 @@ impl SyncQueue {
             "INSERT INTO entities (entity_type, entity_id, data, version, deleted) \
              VALUES (?1, ?2, ?3, ?4, ?5)"
         };
+        if prev.is_some() && op.entity_type.unique_name() {
+            Self::record_release(tx, op, version)?;
+        }
         exec(
             tx,
             write,
@@ -733,6 +774,44 @@ impl SyncQueue {
         )
         .map_err(sql("write local entity"))?;
         Ok(version)
+    }
+
+    /// Before an existing entity of a `unique_name` type is overwritten:
+    /// if the edit gives up its name (a delete, or a new name), records the
+    /// name as released at `version`, the version whose arrival on the
+    /// server frees it. A name given up twice keeps the later version.
+    fn record_release(
+        tx: &rusqlite::Connection,
+        op: &NewOperation,
+        version: i64,
+    ) -> Result<(), QueueError> {
+        let old: Option<String> = query_row(
+            tx,
+            "SELECT json_extract(data, '$.name') FROM entities \
+             WHERE entity_type = ?1 AND entity_id = ?2",
+            rusqlite::params![op.entity_type.as_str(), op.entity_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql("read local name"))?
+        .flatten();
+        let Some(old) = old else {
+            return Ok(());
+        };
+        let kept =
+            !op.kind.is_delete() && op.data.get("name").and_then(Value::as_str) == Some(&old);
+        if kept {
+            return Ok(());
+        }
+        exec(
+            tx,
+            "INSERT INTO released_names (entity_type, entity_id, name, version) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (entity_type, entity_id, name) DO UPDATE SET version = excluded.version",
+            rusqlite::params![op.entity_type.as_str(), op.entity_id, old, version],
+        )
+        .map_err(sql("record released name"))?;
+        Ok(())
     }
 
     /// `write_and_enqueue` inside the caller's transaction.
@@ -1068,6 +1147,8 @@ impl SyncQueue {
     }
 
     /// Deletes the given operations if they are still syncing, atomically.
+    /// An acknowledged operation also settles the names its entity gave up
+    /// at its version or before (trigger `released_names_settled`).
     pub fn mark_batch_completed(&mut self, op_ids: &[String]) -> Result<(), QueueError> {
         let tx = Tx::begin(&self.conn).map_err(sql("mark completed"))?;
         {
@@ -1338,6 +1419,32 @@ impl SyncQueue {
     /// when the operation is gone.
     pub fn superseded(&self, op_id: &str) -> Result<Option<bool>, QueueError> {
         Ok(self.newer_version(op_id)?.map(|n| n.queued || n.local))
+    }
+
+    /// Whether another entity of `entity_type` gave up `name` locally, no
+    /// operation carrying that release has been acknowledged yet, and one
+    /// is still on its way (pending or syncing): the server may still hold
+    /// the name, so an upsert of `entity_id` taking it would fail the
+    /// unique constraint until that operation lands. A release whose
+    /// entity has nothing left on its way (its operations discarded by the
+    /// user, or quarantined) holds no one back: waiting for it would be
+    /// waiting forever.
+    pub fn name_awaits_release(
+        &self,
+        entity_type: EntityType,
+        name: &str,
+        entity_id: &str,
+    ) -> Result<bool, QueueError> {
+        query_row(
+            &self.conn,
+            "SELECT EXISTS (SELECT 1 FROM released_names r \
+             WHERE r.entity_type = ?1 AND r.name = ?2 AND r.entity_id != ?3 \
+             AND EXISTS (SELECT 1 FROM ops o WHERE o.entity_type = r.entity_type \
+             AND o.entity_id = r.entity_id AND o.status IN ('pending', 'syncing')))",
+            rusqlite::params![entity_type.as_str(), name, entity_id],
+            |r| r.get(0),
+        )
+        .map_err(sql("name awaits release"))
     }
 
     /// An operation's retry count; `None` when it is gone.

@@ -6,7 +6,7 @@
 //! equal the model's.
 
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use sync_core::model::{
     app_ready_at_ms, merge_kinds, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind,
@@ -704,6 +704,82 @@ fn superseded_sees_a_newer_version_that_has_left_the_queue() {
     assert!(q.remove("b").unwrap());
     assert_eq!(answers(&q, "a"), (Some(true), Some((false, true))));
     assert_eq!(answers(&q, "gone"), (None, None));
+}
+
+#[test]
+fn a_released_name_holds_its_taker_until_the_release_is_acknowledged() {
+    let mut q = SyncQueue::open_in_memory().unwrap();
+    let policy = MergePolicy::PendingOrFailed;
+    let member = |id: &str, kind: OpKind, name: Option<&str>| NewOperation {
+        entity_type: EntityType::Personnel,
+        entity_id: id.to_string(),
+        kind,
+        data: name.map_or(Value::Null, |n| json!({"id": id, "name": n})),
+    };
+    let send = |q: &mut SyncQueue, id: &str| {
+        q.mark_batch_syncing(&[id.to_string()], 0, None).unwrap();
+        q.mark_batch_completed(&[id.to_string()]).unwrap();
+    };
+    let waits = |q: &SyncQueue, name: &str, id: &str| {
+        q.name_awaits_release(EntityType::Personnel, name, id)
+            .unwrap()
+    };
+    q.write_and_enqueue(member("a", OpKind::Create, Some("Ada")), "a1", 0, policy)
+        .unwrap();
+    // A name nobody gave up holds no one.
+    assert!(!waits(&q, "Ada", "b"));
+    send(&mut q, "a1");
+    // An update that keeps the name releases nothing.
+    q.write_and_enqueue(member("a", OpKind::Update, Some("Ada")), "a2", 0, policy)
+        .unwrap();
+    assert!(!waits(&q, "Ada", "b"));
+    send(&mut q, "a2");
+    // A rename releases the old name, for others only, until an operation
+    // of a at that version is acknowledged (in flight is not enough).
+    q.write_and_enqueue(member("a", OpKind::Update, Some("Bea")), "a3", 0, policy)
+        .unwrap();
+    assert!(waits(&q, "Ada", "b"));
+    assert!(!waits(&q, "Ada", "a"), "a may take its own name back");
+    assert!(!waits(&q, "Bea", "b"), "a's new name is not released");
+    q.mark_batch_syncing(&["a3".to_string()], 0, None).unwrap();
+    assert!(waits(&q, "Ada", "b"));
+    q.mark_batch_completed(&["a3".to_string()]).unwrap();
+    assert!(!waits(&q, "Ada", "b"));
+    // A delete releases the name too; an operation that never leaves the
+    // device (removed, as a discarded one is) holds no one back.
+    q.write_and_enqueue(member("a", OpKind::Delete, None), "a4", 0, policy)
+        .unwrap();
+    assert!(waits(&q, "Bea", "b"));
+    assert!(q.remove("a4").unwrap());
+    assert!(!waits(&q, "Bea", "b"));
+    // Other types have no unique name.
+    q.write_and_enqueue(
+        NewOperation {
+            entity_type: EntityType::Player,
+            entity_id: "p".into(),
+            kind: OpKind::Create,
+            data: json!({"id": "p", "name": "Ada"}),
+        },
+        "p1",
+        0,
+        policy,
+    )
+    .unwrap();
+    q.write_and_enqueue(
+        NewOperation {
+            entity_type: EntityType::Player,
+            entity_id: "p".into(),
+            kind: OpKind::Delete,
+            data: Value::Null,
+        },
+        "p2",
+        0,
+        policy,
+    )
+    .unwrap();
+    assert!(!q
+        .name_awaits_release(EntityType::Player, "Ada", "x")
+        .unwrap());
 }
 
 /// The operation a step makes from (type, entity, kind) as small numbers,
