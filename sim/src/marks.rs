@@ -90,6 +90,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "an upsert taking a name another member gave up on the device waited: the server may still hold the name until that member's delete or rename lands",
     ),
     (
+        "name_swap_sent",
+        "an upsert taking a released name was sent without waiting: the member that gave it up waits, in turn, for a name this one gave up (a swap), and no order of sends works",
+    ),
+    (
         "retry_failed_revived",
         "the user's Retry failed sent failed operations back to pending",
     ),

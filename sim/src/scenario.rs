@@ -282,7 +282,7 @@ pub struct WorkloadSection {
     pub bad_records: u32,
     pub delete_recreate: u32,
     /// Name hand-overs per user (a personnel member deleted or renamed and
-    /// a new one created with its name at the same instant).
+    /// another, new or renamed, taking its name at the same instant).
     #[serde(skip_serializing_if = "is_zero")]
     pub name_reuse: u32,
     pub children_first: bool,

@@ -35,8 +35,9 @@ pub struct WorkloadParams {
     /// Delete-then-recreate pairs per user.
     pub delete_recreate: u32,
     /// Name hand-overs per user: a live personnel member is deleted or
-    /// renamed, and at the same instant a new one is created with the name
-    /// it gave up (names are unique per user on the server).
+    /// renamed, and at the same instant another one takes the name it gave
+    /// up, a new member or a renamed one (names are unique per user on the
+    /// server).
     pub name_reuse: u32,
     /// After a child edit, touch its parent so the parent's operation moves
     /// behind the child's in the queue (children before parents).
@@ -557,9 +558,13 @@ impl Gen<'_> {
     }
 
     /// A name hand-over at one instant: a live personnel member gives up its
-    /// name (deleted, or renamed) and a new one is created with it. The
-    /// server holds the old owner under that name until the delete or
-    /// rename lands, so the new one's create must not reach it first.
+    /// name (deleted, or renamed) and another one takes it: a new member's
+    /// create, or (half the time, when there is one) another live member's
+    /// rename, which gives up that member's name in turn, so hand-overs
+    /// chain. The server holds the old owner under that name until the
+    /// delete or rename lands, so the taker must not reach it first. Only a
+    /// name someone holds is handed over, so no two members ever wait for
+    /// each other (no swap).
     fn name_reuse(&mut self, at: i64) -> bool {
         let t = EntityType::Personnel;
         let Some(old_owner) = self.local.pick(self.rng, t) else {
@@ -569,18 +574,25 @@ impl Gen<'_> {
             return false;
         };
         if self.rng.next_u64() % 2 == 0 {
-            self.delete(at, t, old_owner);
+            self.delete(at, t, old_owner.clone());
         } else {
             let mut data = self.row(t, &old_owner, false);
             if data["name"].as_str() == Some(name.as_str()) {
                 data["name"] = json!(format!("{name} (renamed)"));
             }
-            self.emit(at, t, old_owner, OpKind::Update, data, false);
+            self.emit(at, t, old_owner.clone(), OpKind::Update, data, false);
         }
-        let id = self.new_id(t);
+        let existing = self
+            .local
+            .pick(self.rng, t)
+            .filter(|_| self.rng.next_u64() % 2 == 0);
+        let (id, kind) = match existing {
+            Some(id) if id != old_owner => (id, OpKind::Update),
+            _ => (self.new_id(t), OpKind::Create),
+        };
         let mut data = self.row(t, &id, false);
         data["name"] = json!(name);
-        self.emit(at, t, id, OpKind::Create, data, false);
+        self.emit(at, t, id, kind, data, false);
         true
     }
 

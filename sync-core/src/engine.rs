@@ -1167,43 +1167,93 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// Whether `op` must stay out of a call made of `in_batch`: something
     /// it depends on has not reached the server. Either a blocker (a
     /// parent's upsert, or a team's roster) is queued outside the call, or
-    /// `op` takes a name that another member gave up locally and the
-    /// server may still hold (`SyncQueue::name_awaits_release`). The
-    /// release cannot share the call: the call applies upserts before
-    /// deletes, and in payload order, where a rename merged with a later
-    /// edit may sit behind the taker.
-    ///
-    /// Waiting is acyclic for every edit the app makes: a release is
-    /// recorded before the name is taken, and a taker waits only for
-    /// releases. Not covered: two members swapping names (each then waits
-    /// for the other); the app never does that in one step, and merging
-    /// would erase the intermediate name the server needs anyway.
+    /// `op` takes a name that another member gave up on the device and the
+    /// server may still hold (`awaits_released_name`).
     fn must_wait(
         &self,
         op: &SyncOperation,
         in_batch: &BTreeSet<String>,
     ) -> Result<bool, EngineError> {
-        if !self.blockers(op, in_batch)?.is_empty() {
-            return Ok(true);
-        }
+        Ok(!self.blockers(op, in_batch)?.is_empty() || self.awaits_released_name(op)?)
+    }
+
+    /// Whether `op` (an upsert of a `unique_name` type) takes a name that
+    /// another member gave up on the device, and that member's release has
+    /// not reached the server (`SyncQueue::name_releasers`). The release
+    /// cannot share `op`'s call: `bulk_sync_entities` applies every upsert
+    /// before any delete, and applies upserts in payload order, where a
+    /// rename merged with a later edit sits behind `op`.
+    ///
+    /// Except when waiting would close a cycle: members that swapped names
+    /// (A gives X up, B takes X and gives Y up, A takes Y), their edits
+    /// merged, each wait for the other. No order of sends works then (the
+    /// intermediate name that let the device do it in turn is gone), so
+    /// `op` is sent: the server refuses it and the member is quarantined,
+    /// which the user sees, instead of both waiting forever unseen (mark
+    /// `name_swap_sent`).
+    fn awaits_released_name(&self, op: &SyncOperation) -> Result<bool, EngineError> {
+        let t = op.entity_type;
         let name = op
             .data
             .get("name")
             .and_then(serde_json::Value::as_str)
-            .filter(|_| op.entity_type.unique_name() && !op.kind.is_delete());
+            .filter(|_| t.unique_name() && !op.kind.is_delete());
         let Some(name) = name else {
             return Ok(false);
         };
         if PlantedEngineBugs::active(self.config.planted.name_handover_unchecked) {
             return Ok(false);
         }
-        let waits = self
-            .q()
-            .name_awaits_release(op.entity_type, name, &op.entity_id)?;
-        if waits {
-            self.host.mark("name_awaits_release");
+        let releasers = self.q().name_releasers(t, name, &op.entity_id)?;
+        if releasers.is_empty() {
+            return Ok(false);
         }
-        Ok(waits)
+        if self.name_wait_cycle(t, &op.entity_id, releasers)? {
+            debug!(op = %op.id, "members swapped names: sent, no order works");
+            self.host.mark("name_swap_sent");
+            return Ok(false);
+        }
+        self.host.mark("name_awaits_release");
+        Ok(true)
+    }
+
+    /// Whether following "waits for the release of" from `releasers` (each
+    /// one waits for the members that gave up the name it now holds on the
+    /// device) comes back to `start`. Bound: at most
+    /// `NAME_WAIT_WALK_MAX` members are visited; a longer walk is taken as
+    /// a cycle, since sending early costs one refused call and waiting on
+    /// a cycle costs the sync.
+    fn name_wait_cycle(
+        &self,
+        t: EntityType,
+        start: &str,
+        releasers: Vec<String>,
+    ) -> Result<bool, EngineError> {
+        const NAME_WAIT_WALK_MAX: usize = 64;
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut frontier = releasers;
+        while let Some(member) = frontier.pop() {
+            if member == start {
+                return Ok(true);
+            }
+            if !seen.insert(member.clone()) {
+                continue;
+            }
+            if seen.len() > NAME_WAIT_WALK_MAX {
+                return Ok(true);
+            }
+            // The name the member takes now is its local one (its newest
+            // operation carries the local state); a deleted member takes
+            // none and waits for nobody.
+            let local = self.q().local_entity(t, &member)?;
+            let held = local
+                .filter(|e| !e.deleted)
+                .and_then(|e| e.data.get("name")?.as_str().map(str::to_string));
+            if let Some(held) = held {
+                frontier.extend(self.q().name_releasers(t, &held, &member)?);
+            }
+        }
+        Ok(false)
     }
 
     /// The queued operations (outside `in_batch`) that must reach the server

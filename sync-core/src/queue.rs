@@ -15,7 +15,7 @@
 //!   locally (deleted, or renamed) at a version the server may not have
 //!   yet; a row goes once an operation of that entity at that version or
 //!   later is acknowledged. Another entity that takes the name waits for
-//!   it (`name_awaits_release`).
+//!   it (`name_releasers`).
 //!
 //! Cost: every batch method touches only the rows it names (primary key);
 //! `get_pending_batched` probes which types have pending operations (one
@@ -1421,30 +1421,39 @@ impl SyncQueue {
         Ok(self.newer_version(op_id)?.map(|n| n.queued || n.local))
     }
 
-    /// Whether another entity of `entity_type` gave up `name` locally, no
-    /// operation carrying that release has been acknowledged yet, and one
-    /// is still on its way (pending or syncing): the server may still hold
-    /// the name, so an upsert of `entity_id` taking it would fail the
-    /// unique constraint until that operation lands. A release whose
-    /// entity has nothing left on its way (its operations discarded by the
-    /// user, or quarantined) holds no one back: waiting for it would be
-    /// waiting forever.
-    pub fn name_awaits_release(
+    /// The other entities of `entity_type` that gave up `name` locally
+    /// whose release is not settled (no operation carrying it acknowledged
+    /// yet) and that still have an operation on its way (pending or
+    /// syncing), in id order: the server may still hold the name for one
+    /// of them, so an upsert of `entity_id` taking it would fail the unique
+    /// constraint until their operations land. A release whose entity has
+    /// nothing left on its way (its operations discarded by the user, or
+    /// quarantined) holds no one back: waiting for it would be waiting
+    /// forever.
+    pub fn name_releasers(
         &self,
         entity_type: EntityType,
         name: &str,
         entity_id: &str,
-    ) -> Result<bool, QueueError> {
-        query_row(
-            &self.conn,
-            "SELECT EXISTS (SELECT 1 FROM released_names r \
-             WHERE r.entity_type = ?1 AND r.name = ?2 AND r.entity_id != ?3 \
-             AND EXISTS (SELECT 1 FROM ops o WHERE o.entity_type = r.entity_type \
-             AND o.entity_id = r.entity_id AND o.status IN ('pending', 'syncing')))",
-            rusqlite::params![entity_type.as_str(), name, entity_id],
-            |r| r.get(0),
-        )
-        .map_err(sql("name awaits release"))
+    ) -> Result<Vec<String>, QueueError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.entity_id FROM released_names r \
+                 WHERE r.entity_type = ?1 AND r.name = ?2 AND r.entity_id != ?3 \
+                 AND EXISTS (SELECT 1 FROM ops o WHERE o.entity_type = r.entity_type \
+                 AND o.entity_id = r.entity_id AND o.status IN ('pending', 'syncing')) \
+                 ORDER BY r.entity_id",
+            )
+            .map_err(sql("name releasers"))?;
+        let rows = stmt
+            .query_map(
+                rusqlite::params![entity_type.as_str(), name, entity_id],
+                |r| r.get(0),
+            )
+            .map_err(sql("name releasers"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("name releasers"))
     }
 
     /// An operation's retry count; `None` when it is gone.

@@ -756,6 +756,38 @@ fn a_member_taking_a_released_name_waits_for_the_release() {
 }
 
 #[test]
+fn members_that_swapped_names_are_sent_and_refused_not_left_waiting() {
+    // a ("Ada") and b ("Bea") are on the server. Offline, the user swaps
+    // their names through a spare one: a -> "Tmp", b -> "Ada", a -> "Bea".
+    // The edits merge, so the queue holds a (Bea) and b (Ada), each taking
+    // the name the other gave up: each would wait for the other forever.
+    // No order of sends works without the spare name, so the engine sends
+    // them; the server refuses, and both end quarantined (failed), which
+    // the user sees, instead of pending forever.
+    let mut rig = Rig::new(Preset::Hardened);
+    let member = |id: &str, name: &str| json!({"id": id, "name": name});
+    for (id, name) in [("a", "Ada"), ("b", "Bea")] {
+        rig.edit(EntityType::Personnel, id, OpKind::Create, member(id, name));
+    }
+    rig.drain();
+    let requests_before = rig.server.0.borrow().requests;
+    for (id, name) in [("a", "Tmp"), ("b", "Ada"), ("a", "Bea")] {
+        rig.edit(EntityType::Personnel, id, OpKind::Update, member(id, name));
+    }
+    rig.drain();
+    let s = rig.server.0.borrow();
+    assert!(s.requests > requests_before, "the swap was sent");
+    assert!(s.name_clashes > 0);
+    let ops = rig.ops();
+    assert_eq!(ops.len(), 2);
+    assert!(
+        ops.iter()
+            .all(|o| o.status == OpStatus::Failed && o.quarantined),
+        "{ops:?}"
+    );
+}
+
+#[test]
 fn auth_error_and_5xx() {
     let auth = || RemoteError::Auth {
         status: 401,

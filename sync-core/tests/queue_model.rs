@@ -721,8 +721,9 @@ fn a_released_name_holds_its_taker_until_the_release_is_acknowledged() {
         q.mark_batch_completed(&[id.to_string()]).unwrap();
     };
     let waits = |q: &SyncQueue, name: &str, id: &str| {
-        q.name_awaits_release(EntityType::Personnel, name, id)
+        !q.name_releasers(EntityType::Personnel, name, id)
             .unwrap()
+            .is_empty()
     };
     q.write_and_enqueue(member("a", OpKind::Create, Some("Ada")), "a1", 0, policy)
         .unwrap();
@@ -777,9 +778,10 @@ fn a_released_name_holds_its_taker_until_the_release_is_acknowledged() {
         policy,
     )
     .unwrap();
-    assert!(!q
-        .name_awaits_release(EntityType::Player, "Ada", "x")
-        .unwrap());
+    assert!(q
+        .name_releasers(EntityType::Player, "Ada", "x")
+        .unwrap()
+        .is_empty());
 }
 
 /// The operation a step makes from (type, entity, kind) as small numbers,
