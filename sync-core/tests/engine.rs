@@ -347,6 +347,14 @@ impl Rig {
         }
     }
 
+    /// The hardened engine with `plant` applied to its configuration (a
+    /// planted bug, for a test's control; or nothing).
+    fn hardened_with(plant: fn(&mut EngineConfig)) -> Rig {
+        let mut config = EngineConfig::preset(Preset::Hardened);
+        plant(&mut config);
+        Rig::with_config(config)
+    }
+
     fn edit(&mut self, t: EntityType, id: &str, kind: OpKind, data: Value) {
         edit_queue(
             &self.queue,
@@ -644,9 +652,7 @@ fn a_game_save_superseded_by_the_users_delete_is_never_sent_again() {
     // stale-roster-seed21002778). Each control plants its rule off. (A
     // failed save was already dropped: `drop_superseded`.)
     let run = |plant: fn(&mut EngineConfig), backoff_over: bool| {
-        let mut config = EngineConfig::preset(Preset::Hardened);
-        plant(&mut config);
-        let mut rig = Rig::with_config(config);
+        let mut rig = Rig::hardened_with(plant);
         rig.edit(
             EntityType::Game,
             "g1",
@@ -690,9 +696,7 @@ fn a_member_taking_a_released_name_waits_for_the_release() {
     // The hardened engine holds b until a's operation is acknowledged. The
     // control plants the rule off.
     let run = |plant: fn(&mut EngineConfig), rename: bool| {
-        let mut config = EngineConfig::preset(Preset::Hardened);
-        plant(&mut config);
-        let mut rig = Rig::with_config(config);
+        let mut rig = Rig::hardened_with(plant);
         let member = |id: &str, name: &str| json!({"id": id, "name": name});
         rig.edit(
             EntityType::Personnel,
