@@ -212,7 +212,9 @@ CREATE INDEX IF NOT EXISTS released_names_by_name ON released_names (entity_type
 /// the server now has that version or a newer one. A trigger, so that no
 /// path that completes an operation can forget it; it fires only for the
 /// types with a unique name (`EntityType::unique_name`), so the others pay
-/// nothing.
+/// nothing. It rests on one rule the schema cannot state: nothing else
+/// deletes a syncing operation (`remove` refuses to; merges and discards
+/// take pending or failed ones; `clear` empties `released_names` too).
 static RELEASED_NAMES_SETTLED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let types: Vec<String> = EntityType::ALL
         .into_iter()
@@ -1468,13 +1470,23 @@ impl SyncQueue {
         .map_err(sql("retry count"))
     }
 
-    /// Deletes one operation (hardened: a failed operation superseded by a
-    /// newer one of the same entity).
+    /// Deletes one operation that is not in flight (hardened: an
+    /// operation superseded by a newer one of the same entity, completed
+    /// locally). A `syncing` one is left alone and `false` returned: its
+    /// request's outcome decides it, and only `mark_batch_completed`
+    /// deletes a syncing operation, which is what the trigger
+    /// `released_names_settled` takes for an acknowledgement. (The engine
+    /// removes only operations it has just read as pending or failed; a
+    /// check in `remove` found no syncing one in 300 seeds of each
+    /// scenario.)
     pub fn remove(&mut self, op_id: &str) -> Result<bool, QueueError> {
-        Ok(
-            exec(&self.conn, "DELETE FROM ops WHERE id = ?1", [op_id]).map_err(sql("remove op"))?
-                > 0,
+        Ok(exec(
+            &self.conn,
+            "DELETE FROM ops WHERE id = ?1 AND status != 'syncing'",
+            [op_id],
         )
+        .map_err(sql("remove op"))?
+            > 0)
     }
 
     /// A persistent counter (e.g. for batch ids): returns the next value.
