@@ -25,8 +25,9 @@
 //! - its workload is one the app could make
 //!   (`workload::app_could_make`, the generator's own model of the
 //!   device): no child names a parent whose create was removed or that
-//!   was deleted before it, and no staff member takes a name another one
-//!   still holds (a hand-over whose delete was removed). The control
+//!   was deleted before it, no staff member takes a name another one
+//!   still holds (a hand-over whose delete was removed), and no update or
+//!   delete names an entity whose create was removed. The control
 //!   misses that slide when the bug
 //!   makes the hardened preset skip the child, and it has no control at
 //!   all for a real hardened failure. Such candidates are not run.

@@ -266,7 +266,9 @@ pub fn generate(params: &WorkloadParams, seed: u64) -> Vec<Edit> {
 ///   deleted only once no live child names it (a team's roster cleared
 ///   first);
 /// - no two live staff members of a user share a name (the server's unique
-///   constraint): a name is taken only once its holder gave it up.
+///   constraint): a name is taken only once its holder gave it up;
+/// - a create names an entity that is not live, an update or a delete one
+///   that is.
 ///
 /// `sim shrink` holds its candidates to it: a candidate that breaks it (a
 /// parent's create removed, a child's delete that let its parent go, a
@@ -285,6 +287,11 @@ pub fn app_could_make(edits: &[Edit]) -> bool {
     for e in order {
         let local = locals.entry(e.user).or_default();
         let (t, id) = (e.op.entity_type, e.op.entity_id.as_str());
+        // A create makes what is not there; an update or a delete names
+        // what is.
+        if (e.op.kind == OpKind::Create) == local.contains(t, id) {
+            return false;
+        }
         if e.op.kind.is_delete() {
             let roster_live = t == EntityType::Team && local.contains(EntityType::TeamRoster, id);
             if local.referenced(t, id) || roster_live {
@@ -949,6 +956,34 @@ mod tests {
             team(),
             roster(1, OpKind::Create),
             team_delete(2),
+        ]));
+    }
+
+    #[test]
+    fn only_what_is_there_is_updated_or_deleted_and_only_what_is_not_created() {
+        let player = |at_ms: i64, kind: OpKind| {
+            let data = if kind.is_delete() {
+                Value::Null
+            } else {
+                json!({ "id": "u0_player_1", "name": "Ann" })
+            };
+            edit(at_ms, EntityType::Player, "u0_player_1", kind, data)
+        };
+        assert!(app_could_make(&[
+            player(0, OpKind::Create),
+            player(1, OpKind::Update),
+            // Delete and re-create at one instant (delete_recreate).
+            player(2, OpKind::Delete),
+            player(2, OpKind::Create),
+        ]));
+        // The create removed (as a shrink might): nothing to update or
+        // delete.
+        assert!(!app_could_make(&[player(1, OpKind::Update)]));
+        assert!(!app_could_make(&[player(1, OpKind::Delete)]));
+        // A second create of a live entity.
+        assert!(!app_could_make(&[
+            player(0, OpKind::Create),
+            player(1, OpKind::Create)
         ]));
     }
 

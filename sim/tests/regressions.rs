@@ -40,7 +40,8 @@ fn shrunk_regressions_still_fail_their_checker() {
         assert!(
             sim::workload::app_could_make(&script.edits),
             "{}: a workload the app could not make (a child names a parent its script \
-             never creates or already deleted, or a staff member takes a name another holds)",
+             never creates or already deleted, a staff member takes a name another holds, \
+             or an update or delete names an entity that is not there)",
             path.display()
         );
         let r = run_checked(&params, shrunk.seed, config, false);
