@@ -94,7 +94,8 @@ pub struct Edit {
 struct Facts {
     links: Vec<(EntityType, String)>,
     player_id: Value,
-    /// A personnel member's name (unique per user on the server).
+    /// The name of an entity whose type holds names unique per user on the
+    /// server (`EntityType::unique_name`: personnel).
     name: Option<String>,
 }
 
@@ -184,7 +185,8 @@ impl Local {
             } else {
                 Value::Null
             },
-            name: (t == EntityType::Personnel)
+            name: t
+                .unique_name()
                 .then(|| data["name"].as_str().map(str::to_string))
                 .flatten(),
         };
@@ -303,7 +305,7 @@ pub fn app_could_make(edits: &[Edit]) -> bool {
             let parents_live = row_parents(t, &e.op.data)
                 .iter()
                 .all(|(pt, pid)| local.contains(*pt, pid));
-            let name_free = t != EntityType::Personnel
+            let name_free = !t.unique_name()
                 || e.op.data["name"]
                     .as_str()
                     .is_none_or(|name| local.name_free(name, id));
