@@ -709,6 +709,8 @@ mod tests {
                 token_expired: Vec::new(),
                 server_errors: Vec::new(),
                 server_error_status: 503,
+                clock_skew: Vec::new(),
+                clock_skew_ms: 0,
             },
             marks: BTreeMap::new(),
             history,

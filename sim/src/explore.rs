@@ -109,6 +109,14 @@ pub const BUGS: &[PlantedBug] = &[
         also_disable: &[],
     },
     PlantedBug {
+        name: "no-clock-guard",
+        breaks: "an operation that failed while the device clock was ahead keeps the ready time it was given on that clock: once the clock is put right it waits as long as the clock was ahead (a day), not the longest backoff",
+        caught_by: "convergence",
+        scenario: "clock-skew",
+        kind: BugKind::Switch("clock_guard"),
+        also_disable: &[],
+    },
+    PlantedBug {
         name: "non-atomic-bulk",
         breaks: "a failed bulk call keeps the writes made before its error",
         caught_by: "atomicity",

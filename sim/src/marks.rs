@@ -23,6 +23,14 @@ pub const MARKS: &[(&str, &str)] = &[
     ),
     ("app_killed", "the app was killed"),
     (
+        "wait_capped_after_clock_back",
+        "the engine brought in ready times further out than its longest backoff, set on a device clock that has gone back since",
+    ),
+    (
+        "device_clock_went_back",
+        "the device clock read earlier than it had before (a clock_skew window began behind true time, or one ahead of it ended)",
+    ),
+    (
         "reconnect_with_backlog",
         "the device came back online with operations pending",
     ),

@@ -34,6 +34,12 @@ pub struct FaultParams {
     pub server_error_bursts: u32,
     pub server_error_duration_ms: (i64, i64),
     pub server_error_status: u16,
+    /// Per user, windows in which the device clock (`Date.now()`, not the
+    /// timers) is off by one offset drawn per seed from this range: it
+    /// jumps at the window's start and jumps back at its end.
+    pub clock_skew_windows: u32,
+    pub clock_skew_duration_ms: (i64, i64),
+    pub clock_skew_offset_ms: (i64, i64),
 }
 
 /// A time window `[start_ms, end_ms)`.
@@ -69,6 +75,10 @@ pub struct FaultPlan {
     /// Server answers 5xx during these windows.
     pub server_errors: Vec<Window>,
     pub server_error_status: u16,
+    /// Per user: the device clock reads `clock_skew_ms` off true time.
+    pub clock_skew: Vec<Vec<Window>>,
+    /// How far off (negative: behind). Zero when the scenario has no skew.
+    pub clock_skew_ms: i64,
 }
 
 impl FaultPlan {
@@ -112,7 +122,24 @@ impl FaultPlan {
             "server_error_bursts".into(),
             self.server_errors.len().to_string(),
         );
+        // Only where the scenario skews clocks: every other run's options,
+        // and so its report, stay as they were before clock skew existed.
+        if count(&self.clock_skew) > 0 || self.clock_skew_ms != 0 {
+            m.insert(
+                "clock_skew_windows".into(),
+                count(&self.clock_skew).to_string(),
+            );
+            m.insert("clock_skew_ms".into(), self.clock_skew_ms.to_string());
+        }
         m
+    }
+
+    /// User `u`'s device clock at true time `t_ms`.
+    pub fn device_clock_ms(&self, u: usize, t_ms: i64) -> i64 {
+        match self.clock_skew.get(u) {
+            Some(ws) if FaultPlan::in_any(ws, t_ms) => t_ms + self.clock_skew_ms,
+            _ => t_ms,
+        }
     }
 }
 
@@ -191,6 +218,20 @@ pub fn plan(p: &FaultParams, users: u32, seed: u64) -> FaultPlan {
     } else {
         Vec::new()
     };
+    // Drawn last, and only when the scenario skews clocks, so that every
+    // seed of every other scenario expands exactly as before.
+    let (clock_skew, clock_skew_ms) = if p.clock_skew_windows > 0 && on(&mut rng) {
+        let offset = rng.range_i64(p.clock_skew_offset_ms.0, p.clock_skew_offset_ms.1);
+        let ws = per_user(
+            &mut rng,
+            true,
+            p.clock_skew_windows,
+            p.clock_skew_duration_ms,
+        );
+        (ws, offset)
+    } else {
+        (vec![Vec::new(); users as usize], 0)
+    };
     FaultPlan {
         request_loss,
         response_loss,
@@ -204,6 +245,8 @@ pub fn plan(p: &FaultParams, users: u32, seed: u64) -> FaultPlan {
         token_expired,
         server_errors,
         server_error_status: p.server_error_status,
+        clock_skew,
+        clock_skew_ms,
     }
 }
 

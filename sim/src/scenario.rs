@@ -11,6 +11,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use sync_core::engine::Preset;
 
+/// The largest clock skew a scenario may ask for, either way.
+const WEEK_MS: i64 = 7 * 24 * 3_600_000;
+
 /// Every scenario shipped in `scenarios/`, embedded in the binary.
 pub const EMBEDDED: &[(&str, &str)] = &[
     (
@@ -106,6 +109,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "name-handover",
         include_str!("../../scenarios/name-handover.toml"),
+    ),
+    (
+        "clock-skew",
+        include_str!("../../scenarios/clock-skew.toml"),
     ),
 ];
 
@@ -338,6 +345,23 @@ pub struct TokenExpiry {
     pub refresh_after_ms: [i64; 2],
 }
 
+/// Windows in which a device's clock is off (a user who set it by hand,
+/// a bad NTP step): one offset per seed, drawn from `offset_ms`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockSkew {
+    pub windows: u32,
+    pub duration_ms: [i64; 2],
+    /// Negative: the clock is behind true time.
+    pub offset_ms: [i64; 2],
+}
+
+impl ClockSkew {
+    fn is_off(&self) -> bool {
+        self.windows == 0
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerErrors {
@@ -373,6 +397,8 @@ pub struct FaultsSection {
     pub kills: Kills,
     pub token_expiry: TokenExpiry,
     pub server_errors: ServerErrors,
+    #[serde(skip_serializing_if = "ClockSkew::is_off")]
+    pub clock_skew: ClockSkew,
 }
 
 impl Default for FaultsSection {
@@ -390,6 +416,7 @@ impl Default for FaultsSection {
             kills: Kills::default(),
             token_expiry: TokenExpiry::default(),
             server_errors: ServerErrors::default(),
+            clock_skew: ClockSkew::default(),
         }
     }
 }
@@ -585,6 +612,15 @@ impl Scenario {
             "faults.server_errors.duration_ms",
             f.server_errors.duration_ms,
         )?;
+        range("faults.clock_skew.duration_ms", f.clock_skew.duration_ms)?;
+        // A week either way covers a clock set by hand to the wrong day;
+        // the bound keeps every device time far from i64 overflow.
+        let [lo, hi] = f.clock_skew.offset_ms;
+        if !(lo <= hi && -WEEK_MS <= lo && hi <= WEEK_MS) {
+            return Err(format!(
+                "faults.clock_skew.offset_ms must be [lo, hi] with -{WEEK_MS} <= lo <= hi <= {WEEK_MS}, got [{lo}, {hi}]"
+            ));
+        }
         if f.kills.count > 0 && f.kills.restart_delay_ms[0] < 1 {
             // madsim needs a restart at least 1 ms after the kill.
             return Err("faults.kills.restart_delay_ms must start at >= 1".into());
@@ -601,6 +637,7 @@ impl Scenario {
             ("faults.kills.count", f.kills.count),
             ("faults.token_expiry.count", f.token_expiry.count),
             ("faults.server_errors.bursts", f.server_errors.bursts),
+            ("faults.clock_skew.windows", f.clock_skew.windows),
         ] {
             if v > 10_000 {
                 return Err(format!("{n} must be <= 10000, got {v}"));
@@ -693,6 +730,9 @@ impl Scenario {
             server_error_bursts: f.server_errors.bursts,
             server_error_duration_ms: pair(f.server_errors.duration_ms),
             server_error_status: f.server_errors.status,
+            clock_skew_windows: f.clock_skew.windows,
+            clock_skew_duration_ms: pair(f.clock_skew.duration_ms),
+            clock_skew_offset_ms: pair(f.clock_skew.offset_ms),
         }
     }
 

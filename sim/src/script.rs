@@ -23,6 +23,9 @@ pub struct ScriptSection {
     pub request_loss: f64,
     #[serde(default)]
     pub response_loss: f64,
+    /// How far the device clock is off in `clock_skew` windows.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clock_skew_ms: i64,
     #[serde(default)]
     pub windows: Vec<ScriptWindow>,
     #[serde(default)]
@@ -43,6 +46,12 @@ pub enum WindowKind {
     TokenExpired,
     /// The server answers 5xx (no user).
     ServerErrors,
+    /// The device's clock reads `clock_skew_ms` off true time.
+    ClockSkew,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +90,7 @@ impl ScriptSection {
             (WindowKind::SilentDrop, &p.silent_drop),
             (WindowKind::Kill, &p.kills),
             (WindowKind::TokenExpired, &p.token_expired),
+            (WindowKind::ClockSkew, &p.clock_skew),
         ] {
             for (user, ws) in per_user.iter().enumerate() {
                 windows.extend(ws.iter().map(|w| ScriptWindow {
@@ -100,6 +110,7 @@ impl ScriptSection {
         ScriptSection {
             request_loss: p.request_loss,
             response_loss: p.response_loss,
+            clock_skew_ms: p.clock_skew_ms,
             windows,
             edits: script
                 .edits
@@ -142,7 +153,15 @@ impl ScriptSection {
             token_expired: per_user(),
             server_errors: Vec::new(),
             server_error_status: faults.server_error_status,
+            clock_skew: per_user(),
+            clock_skew_ms: self.clock_skew_ms,
         };
+        if self.clock_skew_ms.abs() > 7 * 24 * 3_600_000 {
+            return Err(format!(
+                "script.clock_skew_ms must be within a week either way, got {}",
+                self.clock_skew_ms
+            ));
+        }
         for (i, w) in self.windows.iter().enumerate() {
             let at = format!("script.windows[{i}]");
             if !(0 <= w.start_ms && w.start_ms < w.end_ms && w.end_ms <= faults.fault_phase_ms) {
@@ -168,6 +187,7 @@ impl ScriptSection {
                 (WindowKind::SilentDrop, Some(u)) => &mut plan.silent_drop[u as usize],
                 (WindowKind::Kill, Some(u)) => &mut plan.kills[u as usize],
                 (WindowKind::TokenExpired, Some(u)) => &mut plan.token_expired[u as usize],
+                (WindowKind::ClockSkew, Some(u)) => &mut plan.clock_skew[u as usize],
             };
             list.push(window);
         }
@@ -177,6 +197,7 @@ impl ScriptSection {
             .chain(&mut plan.silent_drop)
             .chain(&mut plan.kills)
             .chain(&mut plan.token_expired)
+            .chain(&mut plan.clock_skew)
             .chain(std::iter::once(&mut plan.server_errors))
         {
             ws.sort();

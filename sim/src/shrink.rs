@@ -116,13 +116,20 @@ fn size(script: &Script) -> Size {
             + windows(&p.silent_drop)
             + windows(&p.kills)
             + windows(&p.token_expired)
+            + windows(&p.clock_skew)
             + p.server_errors.len(),
         losses: usize::from(p.request_loss > 0.0) + usize::from(p.response_loss > 0.0),
     }
 }
 
-fn per_user_lists(p: &FaultPlan) -> [&Vec<Vec<crate::nemesis::Window>>; 4] {
-    [&p.offline, &p.silent_drop, &p.kills, &p.token_expired]
+fn per_user_lists(p: &FaultPlan) -> [&Vec<Vec<crate::nemesis::Window>>; 5] {
+    [
+        &p.offline,
+        &p.silent_drop,
+        &p.kills,
+        &p.token_expired,
+        &p.clock_skew,
+    ]
 }
 
 /// Every atom of a script, grouped: one group per entity (all its edits),
@@ -168,7 +175,7 @@ fn select(full: &Script, keep: &[Vec<Atom>]) -> Script {
             })
             .collect()
     };
-    let [offline, silent_drop, kills, token_expired] = per_user_lists(p);
+    let [offline, silent_drop, kills, token_expired, clock_skew] = per_user_lists(p);
     Script {
         edits: full
             .edits
@@ -192,6 +199,7 @@ fn select(full: &Script, keep: &[Vec<Atom>]) -> Script {
             silent_drop: filter(1, silent_drop),
             kills: filter(2, kills),
             token_expired: filter(3, token_expired),
+            clock_skew: filter(4, clock_skew),
             server_errors: p
                 .server_errors
                 .iter()

@@ -34,7 +34,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::{c_int, c_void};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sync_core::engine::{EngineConfig, Host, PlantedEngineBugs, SplitMix64};
@@ -293,11 +293,29 @@ struct DeviceShared {
     /// mark_batch_completed" (the `kill_after_commit` mark).
     in_flight_req: AtomicU64,
     last_committed_req: AtomicU64,
+    /// The latest device clock reading, to notice the clock going back.
+    clock_seen_ms: AtomicI64,
 }
 
 impl Shared {
+    /// True time: the history, the nemesis and the server read this one.
     fn now_ms(&self) -> i64 {
         self.start.elapsed().as_millis() as i64
+    }
+
+    /// User `user`'s device clock (the app's `Date.now()`): true time, off
+    /// by the plan's skew inside a `clock_skew` window. The engine's timers
+    /// (interval, debounce, request timeout) run on true time, as a
+    /// browser's setTimeout does.
+    fn device_now_ms(&self, user: u32) -> i64 {
+        let t = self.plan.device_clock_ms(user as usize, self.now_ms());
+        let seen = self.devices[user as usize]
+            .clock_seen_ms
+            .swap(t, Ordering::SeqCst);
+        if t < seen {
+            self.mark("device_clock_went_back");
+        }
+        t
     }
 
     fn mark(&self, name: &'static str) {
@@ -414,6 +432,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
                 restarts: AtomicU64::new(0),
                 in_flight_req: AtomicU64::new(0),
                 last_committed_req: AtomicU64::new(0),
+                clock_seen_ms: AtomicI64::new(i64::MIN),
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -923,7 +942,7 @@ struct SimHost {
 
 impl Host for SimHost {
     fn now_ms(&self) -> i64 {
-        self.shared.now_ms()
+        self.shared.device_now_ms(self.user)
     }
 
     fn mark(&self, name: &'static str) {
@@ -1236,7 +1255,7 @@ async fn user_main(shared: Arc<Shared>, user: u32) {
                 .queue
                 .lock()
                 .expect("queue")
-                .write_and_enqueue_all(writes, shared.now_ms(), policy)
+                .write_and_enqueue_all(writes, shared.device_now_ms(user), policy)
                 .expect("workload edits are valid");
             d.next_edit.fetch_add(written.len(), Ordering::SeqCst);
             let made = written.len();
@@ -1273,7 +1292,7 @@ async fn user_main(shared: Arc<Shared>, user: u32) {
             d.queue
                 .lock()
                 .expect("queue")
-                .enqueue(edit.op, &op_id, version, shared.now_ms(), policy)
+                .enqueue(edit.op, &op_id, version, shared.device_now_ms(user), policy)
                 .expect("workload edits are valid");
             shared.record(Event::Enqueued {
                 t_ms: shared.now_ms(),

@@ -93,4 +93,5 @@ scenarios! {
     full_mix => "full-mix",
     stale_roster => "stale-roster",
     name_handover => "name-handover",
+    clock_skew => "clock-skew",
 }

@@ -114,6 +114,12 @@ pub struct Hardening {
     /// The local write and the enqueue happen in one SQLite transaction
     /// (the driver's business; recorded here so a preset names it).
     pub atomic_local_write: bool,
+    /// No operation waits longer than the longest backoff: when the device
+    /// clock reads earlier than before (a user who set it ahead puts it
+    /// right, an NTP step) and at engine start, ready times further out
+    /// than that are brought in. Without it, an operation that failed
+    /// while the clock was a day ahead waits a day after it is corrected.
+    pub clock_guard: bool,
 }
 
 impl Hardening {
@@ -126,6 +132,7 @@ impl Hardening {
         classify_errors: false,
         adaptive_chunk: false,
         atomic_local_write: false,
+        clock_guard: false,
     };
     pub const ALL: Hardening = Hardening {
         single_flight: true,
@@ -136,10 +143,11 @@ impl Hardening {
         classify_errors: true,
         adaptive_chunk: true,
         atomic_local_write: true,
+        clock_guard: true,
     };
 
     /// Switch names, for sweeps that turn one off.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "single_flight",
         "batch_id",
         "versions",
@@ -148,6 +156,7 @@ impl Hardening {
         "classify_errors",
         "adaptive_chunk",
         "atomic_local_write",
+        "clock_guard",
     ];
 
     /// Turns one switch off by name; false when the name is unknown.
@@ -161,6 +170,7 @@ impl Hardening {
             "classify_errors" => &mut self.classify_errors,
             "adaptive_chunk" => &mut self.adaptive_chunk,
             "atomic_local_write" => &mut self.atomic_local_write,
+            "clock_guard" => &mut self.clock_guard,
             _ => return false,
         };
         *slot = false;
@@ -404,6 +414,9 @@ pub struct SyncEngine<R: Remote, H: Host> {
     chunk_limit: usize,
     last_error: Option<String>,
     stats: EngineStats,
+    /// The latest device clock reading (`clock_guard`), memory only: a
+    /// restart caps waits anyway.
+    clock_seen_ms: i64,
 }
 
 impl<R: Remote, H: Host> SyncEngine<R, H> {
@@ -425,6 +438,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             chunk_limit,
             last_error: None,
             stats: EngineStats::default(),
+            clock_seen_ms: i64::MIN,
         }
     }
 
@@ -459,19 +473,65 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     }
 
     /// Engine start: every `syncing` operation goes back to `pending` (the
-    /// app's rule; an operation in flight at a kill is sent again).
+    /// app's rule; an operation in flight at a kill is sent again), and
+    /// under `clock_guard` no wait is left longer than the longest backoff.
     pub fn start(&mut self) -> Result<u64, EngineError> {
-        if PlantedEngineBugs::active(self.config.planted.no_stale_reset) {
-            return Ok(0);
-        }
-        let n = self.q().reset_stale_syncing()?;
+        let n = if PlantedEngineBugs::active(self.config.planted.no_stale_reset) {
+            0
+        } else {
+            self.q().reset_stale_syncing()?
+        };
         if n > 0 {
             info!(
                 reset = n,
                 "engine start: stale syncing operations back to pending"
             );
         }
+        // The clock may have gone back while the app was not running, and
+        // the reset derives ready times from attempt times read on it.
+        if self.config.hardening.clock_guard {
+            let now = self.host.now_ms();
+            self.clock_seen_ms = now;
+            self.cap_waits(now)?;
+        }
         Ok(n)
+    }
+
+    /// The longest wait any backoff here sets: the app's capped backoff,
+    /// the hardened jittered one, the 2 s rule after an abort.
+    fn max_wait_ms(&self) -> i64 {
+        crate::model::BACKOFF_CAP_MS
+            .max(self.config.backoff_cap_ms)
+            .max(crate::model::ABORT_RETRY_DELAY_MS)
+    }
+
+    /// `clock_guard`: a ready time further out than the longest wait was
+    /// computed on a clock that has since gone back; it is brought in to
+    /// the longest wait from now. O(pending), so only at start and when the
+    /// clock is seen going back.
+    fn cap_waits(&mut self, now: i64) -> Result<(), EngineError> {
+        let max_wait = self.max_wait_ms();
+        let capped = self.q().cap_waits(now, max_wait)?;
+        if capped > 0 {
+            self.host.mark("wait_capped_after_clock_back");
+            info!(ops = capped, "device clock went back: waits capped");
+        }
+        Ok(())
+    }
+
+    /// `clock_guard`, before each round of passes: notices the device clock
+    /// reading earlier than it did.
+    fn guard_clock(&mut self) -> Result<(), EngineError> {
+        if !self.config.hardening.clock_guard {
+            return Ok(());
+        }
+        let now = self.host.now_ms();
+        let went_back = now < self.clock_seen_ms;
+        self.clock_seen_ms = now;
+        if went_back {
+            self.cap_waits(now)?;
+        }
+        Ok(())
     }
 
     pub fn status(&self) -> Result<EngineStatus, EngineError> {
@@ -503,6 +563,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// Runs passes until no ready work is left, the device is offline, a pass
     /// stops on a transient error, or `max_passes_per_call` is reached.
     pub async fn process_queue(&mut self) -> Result<(), EngineError> {
+        self.guard_clock()?;
         for _ in 0..self.config.max_passes_per_call {
             if !self.host.is_online() || !self.has_ready_work()? {
                 return Ok(());

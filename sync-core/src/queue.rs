@@ -1273,6 +1273,21 @@ impl SyncQueue {
         .map_err(sql("retry failed"))? as u64)
     }
 
+    /// Brings every pending operation whose ready time is more than
+    /// `max_wait_ms` after `now_ms` in to `now_ms + max_wait_ms` (the
+    /// hardened clock guard: such a time was computed on a clock that has
+    /// gone back since). Returns how many. O(pending): one walk of the
+    /// pending rows.
+    pub fn cap_waits(&mut self, now_ms: i64, max_wait_ms: i64) -> Result<u64, QueueError> {
+        let latest = now_ms.saturating_add(max_wait_ms.max(0));
+        Ok(exec(
+            &self.conn,
+            "UPDATE ops SET ready_at_ms = ?1 WHERE status = 'pending' AND ready_at_ms > ?1",
+            [latest],
+        )
+        .map_err(sql("cap waits"))? as u64)
+    }
+
     /// "Sync now": waiting pending operations ready at once.
     pub fn sync_now(&mut self) -> Result<u64, QueueError> {
         Ok(exec(

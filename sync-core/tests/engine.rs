@@ -826,3 +826,47 @@ fn auth_error_and_5xx() {
         }
     }
 }
+
+#[test]
+fn a_failure_while_the_clock_was_a_day_ahead_waits_its_backoff_not_the_day() {
+    // The device clock is a day ahead (set by hand) when a call fails with
+    // a 503; its operation's ready time is a day out on that clock. The
+    // user puts the clock right. The hardened clock guard brings the wait
+    // in to the longest backoff (5 min); without it the operation sits a
+    // day. The engine sees the clock go back between two rounds of passes,
+    // and again at a restart.
+    const DAY_MS: i64 = 86_400_000;
+    for (guard, restart) in [(true, false), (true, true), (false, false)] {
+        let mut rig = if guard {
+            Rig::new(Preset::Hardened)
+        } else {
+            Rig::hardened_with(|c| c.hardening.clock_guard = false)
+        };
+        rig.pass(); // the engine has read the right clock once
+        rig.advance(DAY_MS);
+        rig.player("p1", "v1");
+        rig.script(Script::Fail(RemoteError::Server {
+            status: 503,
+            message: "unavailable".into(),
+        }));
+        rig.pass();
+        assert_eq!(rig.server.0.borrow().requests, 1);
+        assert_eq!(rig.server_name("p1"), None);
+        rig.advance(-DAY_MS);
+        if restart {
+            rig.engine.start().unwrap();
+        }
+        // Longer than any backoff, far shorter than the day.
+        for _ in 0..4 {
+            rig.advance(100_000);
+            rig.pass();
+        }
+        let name = rig.server_name("p1");
+        if guard {
+            assert_eq!(name.as_deref(), Some("v1"), "restart: {restart}");
+        } else {
+            assert_eq!(name, None, "without the guard the operation waits the day");
+            assert_eq!(rig.ops().len(), 1);
+        }
+    }
+}

@@ -848,3 +848,59 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn cap_waits_brings_in_only_ready_times_past_the_bound() {
+    // Three pending operations: one ready now, one in a 1 s backoff, one
+    // given a ready time a day out (on a clock that was a day ahead); and
+    // one failed. cap_waits(now, 5 min) moves only the day-out one, to
+    // now + 5 min, and leaves failed operations alone.
+    let mut q = SyncQueue::open_in_memory().unwrap();
+    let policy = MergePolicy::PendingOrFailed;
+    let op = |id: &str| NewOperation {
+        entity_type: EntityType::Player,
+        entity_id: id.to_string(),
+        kind: OpKind::Update,
+        data: json!({"id": id, "name": id}),
+    };
+    for id in ["now", "soon", "day", "failed"] {
+        q.write_and_enqueue(op(id), id, 0, policy).unwrap();
+    }
+    const DAY_MS: i64 = 86_400_000;
+    q.set_ready_at(&[("soon".into(), 1_000), ("day".into(), DAY_MS)])
+        .unwrap();
+    q.mark_batch_syncing(&["failed".to_string()], 0, None)
+        .unwrap();
+    for _ in 0..DEFAULT_MAX_RETRIES {
+        q.mark_batch_failed(
+            &["failed".to_string()],
+            "x",
+            DAY_MS,
+            false,
+            BatchIdAfter::Forget,
+        )
+        .unwrap();
+    }
+    assert_eq!(q.get("failed").unwrap().unwrap().status, OpStatus::Failed);
+    assert_eq!(q.cap_waits(0, BACKOFF_CAP_MS).unwrap(), 1);
+    let ready: Vec<String> = q
+        .get_pending(10, BACKOFF_CAP_MS)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(
+        ready,
+        ["now", "soon", "day"],
+        "the day-out one is ready at the bound"
+    );
+    let early: Vec<String> = q
+        .get_pending(10, BACKOFF_CAP_MS - 1)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(early, ["now", "soon"], "and not before it");
+    // Nothing left past the bound: a second call changes nothing.
+    assert_eq!(q.cap_waits(0, BACKOFF_CAP_MS).unwrap(), 0);
+}
