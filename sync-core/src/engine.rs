@@ -414,9 +414,10 @@ pub struct SyncEngine<R: Remote, H: Host> {
     chunk_limit: usize,
     last_error: Option<String>,
     stats: EngineStats,
-    /// The latest device clock reading (`clock_guard`), memory only: a
-    /// restart caps waits anyway.
-    clock_seen_ms: i64,
+    /// The latest device clock reading any decision used since the last
+    /// round of passes began (`clock_guard`), memory only: a restart caps
+    /// waits anyway. A `Cell`, so that every read goes through `now_ms`.
+    clock_seen_ms: std::cell::Cell<i64>,
 }
 
 impl<R: Remote, H: Host> SyncEngine<R, H> {
@@ -438,7 +439,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             chunk_limit,
             last_error: None,
             stats: EngineStats::default(),
-            clock_seen_ms: i64::MIN,
+            clock_seen_ms: std::cell::Cell::new(i64::MIN),
         }
     }
 
@@ -490,11 +491,21 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         // The clock may have gone back while the app was not running, and
         // the reset derives ready times from attempt times read on it.
         if self.config.hardening.clock_guard {
-            let now = self.host.now_ms();
-            self.clock_seen_ms = now;
+            let now = self.now_ms();
+            self.clock_seen_ms.set(now);
             self.cap_waits(now)?;
         }
         Ok(n)
+    }
+
+    /// The device clock; every reading the engine acts on comes through
+    /// here, so that `guard_clock` knows the latest one.
+    fn now_ms(&self) -> i64 {
+        let t = self.host.now_ms();
+        if t > self.clock_seen_ms.get() {
+            self.clock_seen_ms.set(t);
+        }
+        t
     }
 
     /// The longest wait any backoff here sets: the app's capped backoff,
@@ -525,17 +536,21 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         if !self.config.hardening.clock_guard {
             return Ok(());
         }
+        // Against the latest reading anything used, not only the last
+        // round's start: a call that timed out after the clock jumped
+        // ahead set its ready time on the ahead clock, inside a round that
+        // began before the jump.
+        let seen = self.clock_seen_ms.get();
         let now = self.host.now_ms();
-        let went_back = now < self.clock_seen_ms;
-        self.clock_seen_ms = now;
-        if went_back {
+        self.clock_seen_ms.set(now);
+        if now < seen {
             self.cap_waits(now)?;
         }
         Ok(())
     }
 
     pub fn status(&self) -> Result<EngineStatus, EngineError> {
-        let now = self.host.now_ms();
+        let now = self.now_ms();
         let q = self.q();
         let s = q.stats(now)?;
         Ok(EngineStatus {
@@ -556,7 +571,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             let (pending, _, _) = self.q().status_counts()?;
             return Ok(pending > 0);
         }
-        let now = self.host.now_ms();
+        let now = self.now_ms();
         self.q().any_ready(now)
     }
 
@@ -595,7 +610,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     // ----- individual (today's engine) -------------------------------------
 
     async fn pass_individual(&mut self) -> Result<Sent, EngineError> {
-        let now = self.host.now_ms();
+        let now = self.now_ms();
         let ops = self.q().get_pending(self.config.pass_limit, now)?;
         debug!(count = ops.len(), "individual pass");
         for op in ops {
@@ -613,7 +628,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
 
     /// One operation, one request: mark syncing, send, complete or fail.
     async fn send_single(&mut self, op: SyncOperation) -> Result<Sent, EngineError> {
-        let now = self.host.now_ms();
+        let now = self.now_ms();
         self.q()
             .mark_batch_syncing(std::slice::from_ref(&op.id), now, None)?;
         let ctx = self.ctx(std::slice::from_ref(&op));
@@ -678,7 +693,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
 
     async fn pass_batched(&mut self) -> Result<Sent, EngineError> {
         let h = self.config.hardening;
-        let now = self.host.now_ms();
+        let now = self.now_ms();
 
         // Hardened exactly-once: an unresolved batch (sent, outcome unknown)
         // is re-sent as it was, under its id, before anything new.
@@ -887,7 +902,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             if !self.host.is_online() {
                 return Ok(Sent::Stop);
             }
-            let now = self.host.now_ms();
+            let now = self.now_ms();
             // Build the payload from what is now marked syncing, not from
             // the copies fetched earlier: while earlier halves were in
             // flight a new edit may have merged into a pending operation
@@ -935,7 +950,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                     if permanent && h.isolate_bad_records && group.len() > 1 {
                         // Back to pending without penalty, then bisect. New
                         // batch ids: these are different requests.
-                        let now = self.host.now_ms();
+                        let now = self.now_ms();
                         self.q().mark_batch_aborted(
                             &ids,
                             &e.to_string(),
@@ -1098,7 +1113,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     fn fail(&mut self, ids: &[String], e: &RemoteError, bulk: bool) -> Result<Sent, EngineError> {
         let h = self.config.hardening;
         let single = ids.len() == 1;
-        let now = self.host.now_ms();
+        let now = self.now_ms();
         let msg = e.to_string();
         self.last_error = Some(msg.clone());
         if e.is_indeterminate() {
@@ -1183,7 +1198,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// Hardened backoff: `min(cap, 1 s * 2^(n-1))`, then "equal jitter"
     /// (half fixed, half random) so devices do not retry in lockstep.
     fn schedule_jittered(&mut self, ids: &[String]) -> Result<(), EngineError> {
-        let now = self.host.now_ms();
+        let now = self.now_ms();
         let mut ready = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(retries) = self.q().retry_count(id)? else {
@@ -1462,7 +1477,7 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
         // type's window starves forever (seen with 60,000-operation
         // backlogs).
         const MAX_PULLED_BLOCKERS: usize = 50;
-        let now = self.host.now_ms();
+        let now = self.now_ms();
         let mut ops = ops;
         let mut pulled = 0usize;
         // Never into an unresolved batch: if it committed, its replay would

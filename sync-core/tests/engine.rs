@@ -834,16 +834,29 @@ fn a_failure_while_the_clock_was_a_day_ahead_waits_its_backoff_not_the_day() {
     // user puts the clock right. The hardened clock guard brings the wait
     // in to the longest backoff (5 min); without it the operation sits a
     // day. The engine sees the clock go back between two rounds of passes,
-    // and again at a restart.
+    // and again at a restart; also when the clock jumped ahead only while
+    // the call was in flight, after the round began on the right clock.
     const DAY_MS: i64 = 86_400_000;
-    for (guard, restart) in [(true, false), (true, true), (false, false)] {
+    for (guard, restart, mid_call) in [
+        (true, false, false),
+        (true, true, false),
+        (true, false, true),
+        (false, false, false),
+        (false, false, true),
+    ] {
         let mut rig = if guard {
             Rig::new(Preset::Hardened)
         } else {
             Rig::hardened_with(|c| c.hardening.clock_guard = false)
         };
         rig.pass(); // the engine has read the right clock once
-        rig.advance(DAY_MS);
+        if mid_call {
+            let clock = rig.clock.clone();
+            rig.server.0.borrow_mut().during_next_call =
+                Some(Box::new(move || clock.set(clock.get() + DAY_MS)));
+        } else {
+            rig.advance(DAY_MS);
+        }
         rig.player("p1", "v1");
         rig.script(Script::Fail(RemoteError::Server {
             status: 503,
@@ -863,7 +876,11 @@ fn a_failure_while_the_clock_was_a_day_ahead_waits_its_backoff_not_the_day() {
         }
         let name = rig.server_name("p1");
         if guard {
-            assert_eq!(name.as_deref(), Some("v1"), "restart: {restart}");
+            assert_eq!(
+                name.as_deref(),
+                Some("v1"),
+                "restart: {restart}, mid call: {mid_call}"
+            );
         } else {
             assert_eq!(name, None, "without the guard the operation waits the day");
             assert_eq!(rig.ops().len(), 1);
