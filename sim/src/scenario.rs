@@ -11,8 +11,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use sync_core::engine::Preset;
 
-/// The largest clock skew a scenario may ask for, either way.
-const WEEK_MS: i64 = 7 * 24 * 3_600_000;
+/// The largest clock skew a scenario or a script may ask for, either way:
+/// a week covers a clock set by hand to the wrong day, and keeps every
+/// device time far from i64 overflow.
+pub(crate) const WEEK_MS: i64 = 7 * 24 * 3_600_000;
 
 /// Every scenario shipped in `scenarios/`, embedded in the binary.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -613,8 +615,6 @@ impl Scenario {
             f.server_errors.duration_ms,
         )?;
         range("faults.clock_skew.duration_ms", f.clock_skew.duration_ms)?;
-        // A week either way covers a clock set by hand to the wrong day;
-        // the bound keeps every device time far from i64 overflow.
         let [lo, hi] = f.clock_skew.offset_ms;
         if !(lo <= hi && -WEEK_MS <= lo && hi <= WEEK_MS) {
             return Err(format!(
@@ -806,24 +806,35 @@ mod tests {
         let e =
             Scenario::parse("name = \"x\"\nsummary = \"y\"\nbogus = 1\n", "f.toml").unwrap_err();
         assert!(e.to_string().starts_with("f.toml:3:"), "{e}");
-        let e = Scenario::parse(
-            "name = \"x\"\nsummary = \"y\"\n[faults]\nrequest_loss = 2.0\n",
-            "f.toml",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("probability"), "{e}");
-        let e = Scenario::parse(
-            "name = \"x\"\nsummary = \"y\"\n[workload]\nforged_user_id = true\n",
-            "f.toml",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("world.users >= 2"), "{e}");
-        let e = Scenario::parse(
-            "name = \"x\"\nsummary = \"y\"\n[workload]\nretry_failed_every_ms = 0\n",
-            "f.toml",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("retry_failed_every_ms"), "{e}");
+        // Parsed, but out of range: the message names the key.
+        for (body, names) in [
+            ("[faults]\nrequest_loss = 2.0", "probability"),
+            ("[workload]\nforged_user_id = true", "world.users >= 2"),
+            (
+                "[workload]\nretry_failed_every_ms = 0",
+                "retry_failed_every_ms",
+            ),
+            (
+                "[faults]\nclock_skew = { windows = 1, duration_ms = [1, 2], offset_ms = [5, -5] }",
+                "faults.clock_skew.offset_ms",
+            ),
+            (
+                "[faults]\nclock_skew = { windows = 1, duration_ms = [1, 2], offset_ms = [-700000000, 0] }",
+                "faults.clock_skew.offset_ms",
+            ),
+            (
+                "[faults]\nclock_skew = { windows = 1, duration_ms = [1, 2], offset_ms = [0, 700000000] }",
+                "faults.clock_skew.offset_ms",
+            ),
+            (
+                "[script]\nclock_skew_ms = 1000000000000",
+                "script.clock_skew_ms",
+            ),
+        ] {
+            let text = format!("name = \"x\"\nsummary = \"y\"\n{body}\n");
+            let e = Scenario::parse(&text, "f.toml").unwrap_err();
+            assert!(e.to_string().contains(names), "{body}: {e}");
+        }
         let e = Scenario::embedded("nope").unwrap_err();
         assert!(e.to_string().contains("offline-reconnect"), "{e}");
     }

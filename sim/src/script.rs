@@ -156,9 +156,10 @@ impl ScriptSection {
             clock_skew: per_user(),
             clock_skew_ms: self.clock_skew_ms,
         };
-        if self.clock_skew_ms.abs() > 7 * 24 * 3_600_000 {
+        if self.clock_skew_ms.abs() > crate::scenario::WEEK_MS {
             return Err(format!(
-                "script.clock_skew_ms must be within a week either way, got {}",
+                "script.clock_skew_ms must be within {} ms either way, got {}",
+                crate::scenario::WEEK_MS,
                 self.clock_skew_ms
             ));
         }
