@@ -220,18 +220,18 @@ pub fn plan(p: &FaultParams, users: u32, seed: u64) -> FaultPlan {
     };
     // Drawn last, and only when the scenario skews clocks, so that every
     // seed of every other scenario expands exactly as before.
-    let (clock_skew, clock_skew_ms) = if p.clock_skew_windows > 0 && on(&mut rng) {
-        let offset = rng.range_i64(p.clock_skew_offset_ms.0, p.clock_skew_offset_ms.1);
-        let ws = per_user(
-            &mut rng,
-            true,
-            p.clock_skew_windows,
-            p.clock_skew_duration_ms,
-        );
-        (ws, offset)
+    let skew_on = p.clock_skew_windows > 0 && on(&mut rng);
+    let clock_skew_ms = if skew_on {
+        rng.range_i64(p.clock_skew_offset_ms.0, p.clock_skew_offset_ms.1)
     } else {
-        (vec![Vec::new(); users as usize], 0)
+        0
     };
+    let clock_skew = per_user(
+        &mut rng,
+        skew_on,
+        p.clock_skew_windows,
+        p.clock_skew_duration_ms,
+    );
     FaultPlan {
         request_loss,
         response_loss,

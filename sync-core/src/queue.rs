@@ -1279,23 +1279,23 @@ impl SyncQueue {
     /// gone back since). Returns how many. O(pending): one walk of the
     /// pending rows.
     pub fn cap_waits(&mut self, now_ms: i64, max_wait_ms: i64) -> Result<u64, QueueError> {
-        let latest = now_ms.saturating_add(max_wait_ms.max(0));
-        Ok(exec(
-            &self.conn,
-            "UPDATE ops SET ready_at_ms = ?1 WHERE status = 'pending' AND ready_at_ms > ?1",
-            [latest],
-        )
-        .map_err(sql("cap waits"))? as u64)
+        self.ready_by(now_ms.saturating_add(max_wait_ms.max(0)), "cap waits")
     }
 
     /// "Sync now": waiting pending operations ready at once.
     pub fn sync_now(&mut self) -> Result<u64, QueueError> {
+        self.ready_by(i64::MIN, "sync now")
+    }
+
+    /// Every pending operation ready later than `latest_ms` is made ready
+    /// at `latest_ms`; returns how many (`sync_now`, `cap_waits`).
+    fn ready_by(&mut self, latest_ms: i64, context: &'static str) -> Result<u64, QueueError> {
         Ok(exec(
             &self.conn,
             "UPDATE ops SET ready_at_ms = ?1 WHERE status = 'pending' AND ready_at_ms > ?1",
-            [i64::MIN],
+            [latest_ms],
         )
-        .map_err(sql("sync now"))? as u64)
+        .map_err(sql(context))? as u64)
     }
 
     /// Deletes failed operations.
