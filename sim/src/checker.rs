@@ -711,6 +711,7 @@ mod tests {
                 server_error_status: 503,
                 clock_skew: Vec::new(),
                 clock_skew_ms: 0,
+                second_tab: Vec::new(),
             },
             marks: BTreeMap::new(),
             history,

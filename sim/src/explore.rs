@@ -117,6 +117,14 @@ pub const BUGS: &[PlantedBug] = &[
         also_disable: &[],
     },
     PlantedBug {
+        name: "no-tab-lock",
+        breaks: "a second tab of the app runs its own engine on the shared queue: its start resets the first tab's calls in flight and sends them again; a tab closed mid-call leaves its operations syncing until some engine starts again, which the tab that lives on never does; and one tab's completion re-queues an operation the other has re-sent under its batch id, which is then re-sent in part, so the server records the id with the part and answers the rest as a replay (lost writes)",
+        caught_by: "convergence",
+        scenario: "second-tab",
+        kind: BugKind::Switch("tab_lock"),
+        also_disable: &[],
+    },
+    PlantedBug {
         name: "non-atomic-bulk",
         breaks: "a failed bulk call keeps the writes made before its error",
         caught_by: "atomicity",

@@ -23,6 +23,14 @@ pub const MARKS: &[(&str, &str)] = &[
     ),
     ("app_killed", "the app was killed"),
     (
+        "second_tab_engine_ran",
+        "a second tab of the app ran its own engine on the device's queue",
+    ),
+    (
+        "second_tab_left_to_lock",
+        "a second tab of the app opened and left syncing to the tab holding the device's lock",
+    ),
+    (
         "wait_capped_after_clock_back",
         "the engine brought in ready times further out than its longest backoff, set on a device clock that has gone back since",
     ),

@@ -40,6 +40,10 @@ pub struct FaultParams {
     pub clock_skew_windows: u32,
     pub clock_skew_duration_ms: (i64, i64),
     pub clock_skew_offset_ms: (i64, i64),
+    /// Per user, windows in which a second tab of the app is open: a
+    /// second engine on the same queue (the browser shares IndexedDB).
+    pub second_tab_windows: u32,
+    pub second_tab_duration_ms: (i64, i64),
 }
 
 /// A time window `[start_ms, end_ms)`.
@@ -79,6 +83,8 @@ pub struct FaultPlan {
     pub clock_skew: Vec<Vec<Window>>,
     /// How far off (negative: behind). Zero when the scenario has no skew.
     pub clock_skew_ms: i64,
+    /// Per user: a second tab is open (its own engine, the same queue).
+    pub second_tab: Vec<Vec<Window>>,
 }
 
 impl FaultPlan {
@@ -130,6 +136,12 @@ impl FaultPlan {
                 count(&self.clock_skew).to_string(),
             );
             m.insert("clock_skew_ms".into(), self.clock_skew_ms.to_string());
+        }
+        if count(&self.second_tab) > 0 {
+            m.insert(
+                "second_tab_windows".into(),
+                count(&self.second_tab).to_string(),
+            );
         }
         m
     }
@@ -232,6 +244,14 @@ pub fn plan(p: &FaultParams, users: u32, seed: u64) -> FaultPlan {
         p.clock_skew_windows,
         p.clock_skew_duration_ms,
     );
+    // After the clock's draws, for the same reason.
+    let second_tab_on = p.second_tab_windows > 0 && on(&mut rng);
+    let second_tab = per_user(
+        &mut rng,
+        second_tab_on,
+        p.second_tab_windows,
+        p.second_tab_duration_ms,
+    );
     FaultPlan {
         request_loss,
         response_loss,
@@ -247,6 +267,7 @@ pub fn plan(p: &FaultParams, users: u32, seed: u64) -> FaultPlan {
         server_error_status: p.server_error_status,
         clock_skew,
         clock_skew_ms,
+        second_tab,
     }
 }
 

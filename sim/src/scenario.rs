@@ -116,6 +116,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "clock-skew",
         include_str!("../../scenarios/clock-skew.toml"),
     ),
+    (
+        "second-tab",
+        include_str!("../../scenarios/second-tab.toml"),
+    ),
 ];
 
 /// A scenario file.
@@ -333,6 +337,12 @@ pub struct Windows {
     pub duration_ms: [i64; 2],
 }
 
+impl Windows {
+    fn is_off(&self) -> bool {
+        self.windows == 0
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Kills {
@@ -401,6 +411,10 @@ pub struct FaultsSection {
     pub server_errors: ServerErrors,
     #[serde(skip_serializing_if = "ClockSkew::is_off")]
     pub clock_skew: ClockSkew,
+    /// Windows in which a second tab of the app runs its own engine on the
+    /// same queue.
+    #[serde(skip_serializing_if = "Windows::is_off")]
+    pub second_tab: Windows,
 }
 
 impl Default for FaultsSection {
@@ -419,6 +433,7 @@ impl Default for FaultsSection {
             token_expiry: TokenExpiry::default(),
             server_errors: ServerErrors::default(),
             clock_skew: ClockSkew::default(),
+            second_tab: Windows::default(),
         }
     }
 }
@@ -615,6 +630,7 @@ impl Scenario {
             f.server_errors.duration_ms,
         )?;
         range("faults.clock_skew.duration_ms", f.clock_skew.duration_ms)?;
+        range("faults.second_tab.duration_ms", f.second_tab.duration_ms)?;
         let [lo, hi] = f.clock_skew.offset_ms;
         if !(lo <= hi && -WEEK_MS <= lo && hi <= WEEK_MS) {
             return Err(format!(
@@ -638,6 +654,7 @@ impl Scenario {
             ("faults.token_expiry.count", f.token_expiry.count),
             ("faults.server_errors.bursts", f.server_errors.bursts),
             ("faults.clock_skew.windows", f.clock_skew.windows),
+            ("faults.second_tab.windows", f.second_tab.windows),
         ] {
             if v > 10_000 {
                 return Err(format!("{n} must be <= 10000, got {v}"));
@@ -733,6 +750,8 @@ impl Scenario {
             clock_skew_windows: f.clock_skew.windows,
             clock_skew_duration_ms: pair(f.clock_skew.duration_ms),
             clock_skew_offset_ms: pair(f.clock_skew.offset_ms),
+            second_tab_windows: f.second_tab.windows,
+            second_tab_duration_ms: pair(f.second_tab.duration_ms),
         }
     }
 

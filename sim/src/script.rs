@@ -48,6 +48,8 @@ pub enum WindowKind {
     ServerErrors,
     /// The device's clock reads `clock_skew_ms` off true time.
     ClockSkew,
+    /// A second tab of the app runs its own engine on the same queue.
+    SecondTab,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -91,6 +93,7 @@ impl ScriptSection {
             (WindowKind::Kill, &p.kills),
             (WindowKind::TokenExpired, &p.token_expired),
             (WindowKind::ClockSkew, &p.clock_skew),
+            (WindowKind::SecondTab, &p.second_tab),
         ] {
             for (user, ws) in per_user.iter().enumerate() {
                 windows.extend(ws.iter().map(|w| ScriptWindow {
@@ -155,6 +158,7 @@ impl ScriptSection {
             server_error_status: faults.server_error_status,
             clock_skew: per_user(),
             clock_skew_ms: self.clock_skew_ms,
+            second_tab: per_user(),
         };
         if self.clock_skew_ms.abs() > crate::scenario::WEEK_MS {
             return Err(format!(
@@ -189,6 +193,7 @@ impl ScriptSection {
                 (WindowKind::Kill, Some(u)) => &mut plan.kills[u as usize],
                 (WindowKind::TokenExpired, Some(u)) => &mut plan.token_expired[u as usize],
                 (WindowKind::ClockSkew, Some(u)) => &mut plan.clock_skew[u as usize],
+                (WindowKind::SecondTab, Some(u)) => &mut plan.second_tab[u as usize],
             };
             list.push(window);
         }
@@ -199,6 +204,7 @@ impl ScriptSection {
             .chain(&mut plan.kills)
             .chain(&mut plan.token_expired)
             .chain(&mut plan.clock_skew)
+            .chain(&mut plan.second_tab)
             .chain(std::iter::once(&mut plan.server_errors))
         {
             ws.sort();

@@ -117,18 +117,20 @@ fn size(script: &Script) -> Size {
             + windows(&p.kills)
             + windows(&p.token_expired)
             + windows(&p.clock_skew)
+            + windows(&p.second_tab)
             + p.server_errors.len(),
         losses: usize::from(p.request_loss > 0.0) + usize::from(p.response_loss > 0.0),
     }
 }
 
-fn per_user_lists(p: &FaultPlan) -> [&Vec<Vec<crate::nemesis::Window>>; 5] {
+fn per_user_lists(p: &FaultPlan) -> [&Vec<Vec<crate::nemesis::Window>>; 6] {
     [
         &p.offline,
         &p.silent_drop,
         &p.kills,
         &p.token_expired,
         &p.clock_skew,
+        &p.second_tab,
     ]
 }
 
@@ -175,7 +177,7 @@ fn select(full: &Script, keep: &[Vec<Atom>]) -> Script {
             })
             .collect()
     };
-    let [offline, silent_drop, kills, token_expired, clock_skew] = per_user_lists(p);
+    let [offline, silent_drop, kills, token_expired, clock_skew, second_tab] = per_user_lists(p);
     Script {
         edits: full
             .edits
@@ -200,6 +202,7 @@ fn select(full: &Script, keep: &[Vec<Atom>]) -> Script {
             kills: filter(2, kills),
             token_expired: filter(3, token_expired),
             clock_skew: filter(4, clock_skew),
+            second_tab: filter(5, second_tab),
             server_errors: p
                 .server_errors
                 .iter()

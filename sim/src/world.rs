@@ -1152,9 +1152,14 @@ impl Remote for SimRemote {
     }
 }
 
-async fn device_main(shared: Arc<Shared>, user: u32) {
-    let d = &shared.devices[user as usize];
-    let restarts = d.restarts.load(Ordering::SeqCst);
+/// One tab's engine on user `user`'s queue, with its own socket. The salts
+/// keep the random streams of the tabs and of each restart apart.
+async fn open_engine(
+    shared: &Arc<Shared>,
+    user: u32,
+    remote_salt: u64,
+    engine_salt: u64,
+) -> sync_core::SyncEngine<SimRemote, SimHost> {
     let ep = Endpoint::bind(SocketAddr::new(device_ip(user), 0))
         .await
         .expect("device bind");
@@ -1162,7 +1167,7 @@ async fn device_main(shared: Arc<Shared>, user: u32) {
         shared: shared.clone(),
         user,
         ep,
-        rng: SplitMix64::new(shared.seed ^ (u64::from(user) << 32) ^ (restarts << 48) ^ 0xD1CE),
+        rng: SplitMix64::new(shared.seed ^ (u64::from(user) << 32) ^ remote_salt),
     };
     let host = SimHost {
         shared: shared.clone(),
@@ -1170,16 +1175,27 @@ async fn device_main(shared: Arc<Shared>, user: u32) {
     };
     let mut engine = sync_core::SyncEngine::new(
         shared.config.clone(),
-        d.queue.clone(),
+        shared.devices[user as usize].queue.clone(),
         remote,
         host,
-        shared.seed ^ u64::from(user) ^ (restarts << 40),
+        shared.seed ^ u64::from(user) ^ engine_salt,
     );
     // Engine start: the app's reset of stale syncing operations.
     engine.start().expect("reset_stale_syncing");
+    engine
+}
+
+async fn device_main(shared: Arc<Shared>, user: u32) {
+    let d = &shared.devices[user as usize];
+    let restarts = d.restarts.load(Ordering::SeqCst);
+    let mut engine = open_engine(&shared, user, (restarts << 48) ^ 0xD1CE, restarts << 40).await;
 
     let s = shared.clone();
     madsim::task::spawn(async move { user_main(s, user).await });
+    if !shared.plan.second_tab[user as usize].is_empty() {
+        let s = shared.clone();
+        madsim::task::spawn(async move { second_tab_main(s, user, restarts).await });
+    }
 
     let interval = Duration::from_millis(shared.params.interval_ms.max(1) as u64);
     let debounce_ms = shared.config.debounce_ms;
@@ -1192,6 +1208,46 @@ async fn device_main(shared: Arc<Shared>, user: u32) {
         if nudged && debounce_ms > 0 {
             sleep(Duration::from_millis(debounce_ms as u64)).await;
         }
+    }
+}
+
+/// The user's second tab of the app. At each `second_tab` window it opens
+/// and runs its own engine on the device's queue (a browser shares
+/// IndexedDB between the tabs of one site) until the window ends, then
+/// closes: a closed tab drops its call in flight, as a kill does. A kill of
+/// the device takes this task with it; a restart mid-window reopens the
+/// tab. Under the hardened `tab_lock` the engine runs only in the tab that
+/// holds the device's lock (the Web Locks API), which the first tab holds
+/// for as long as it lives, so a second tab syncs nothing.
+async fn second_tab_main(shared: Arc<Shared>, user: u32, restarts: u64) {
+    let windows = shared.plan.second_tab[user as usize].clone();
+    // Bound: one pass per window.
+    for (i, w) in windows.iter().enumerate() {
+        if shared.now_ms() >= w.end_ms {
+            continue;
+        }
+        sleep_until_ms(&shared, w.start_ms).await;
+        if shared.config.hardening.tab_lock {
+            shared.mark("second_tab_left_to_lock");
+            continue;
+        }
+        shared.mark("second_tab_engine_ran");
+        let open_ms = (w.end_ms - shared.now_ms()).max(0) as u64;
+        let tab = second_tab_engine(shared.clone(), user, restarts, i as u64);
+        let _ = timeout(Duration::from_millis(open_ms), tab).await;
+    }
+}
+
+/// One opening of the second tab: its engine starts (resetting whatever
+/// is `syncing`, as every engine start does) and syncs on the interval.
+async fn second_tab_engine(shared: Arc<Shared>, user: u32, restarts: u64, opening: u64) {
+    let salt = 0x7AB0 ^ (opening << 8) ^ (restarts << 48);
+    let mut engine = open_engine(&shared, user, salt, salt).await;
+    let interval = Duration::from_millis(shared.params.interval_ms.max(1) as u64);
+    // Bound: the caller's timeout closes the tab.
+    loop {
+        engine.process_queue().await.expect("local queue failed");
+        sleep(interval).await;
     }
 }
 

@@ -94,4 +94,5 @@ scenarios! {
     stale_roster => "stale-roster",
     name_handover => "name-handover",
     clock_skew => "clock-skew",
+    second_tab => "second-tab",
 }

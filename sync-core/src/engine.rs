@@ -120,6 +120,10 @@ pub struct Hardening {
     /// than that are brought in. Without it, an operation that failed
     /// while the clock was a day ahead waits a day after it is corrected.
     pub clock_guard: bool,
+    /// One engine per device: in a browser, every tab of the app shares the
+    /// queue, and only the tab that holds the device's lock (Web Locks)
+    /// runs its engine (the driver's business, as `atomic_local_write`).
+    pub tab_lock: bool,
 }
 
 impl Hardening {
@@ -133,6 +137,7 @@ impl Hardening {
         adaptive_chunk: false,
         atomic_local_write: false,
         clock_guard: false,
+        tab_lock: false,
     };
     pub const ALL: Hardening = Hardening {
         single_flight: true,
@@ -144,10 +149,11 @@ impl Hardening {
         adaptive_chunk: true,
         atomic_local_write: true,
         clock_guard: true,
+        tab_lock: true,
     };
 
     /// Switch names, for sweeps that turn one off.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "single_flight",
         "batch_id",
         "versions",
@@ -157,6 +163,7 @@ impl Hardening {
         "adaptive_chunk",
         "atomic_local_write",
         "clock_guard",
+        "tab_lock",
     ];
 
     /// Turns one switch off by name; false when the name is unknown.
@@ -171,6 +178,7 @@ impl Hardening {
             "adaptive_chunk" => &mut self.adaptive_chunk,
             "atomic_local_write" => &mut self.atomic_local_write,
             "clock_guard" => &mut self.clock_guard,
+            "tab_lock" => &mut self.tab_lock,
             _ => return false,
         };
         *slot = false;
