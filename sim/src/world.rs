@@ -1220,9 +1220,8 @@ async fn device_main(shared: Arc<Shared>, user: u32) {
 /// holds the device's lock (the Web Locks API), which the first tab holds
 /// for as long as it lives, so a second tab syncs nothing.
 async fn second_tab_main(shared: Arc<Shared>, user: u32, restarts: u64) {
-    let windows = shared.plan.second_tab[user as usize].clone();
     // Bound: one pass per window.
-    for (i, w) in windows.iter().enumerate() {
+    for (i, w) in shared.plan.second_tab[user as usize].iter().enumerate() {
         if shared.now_ms() >= w.end_ms {
             continue;
         }
