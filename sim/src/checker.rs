@@ -744,6 +744,7 @@ mod tests {
         Event::Invoke {
             t_ms: 0,
             user,
+            second_tab: false,
             req_id,
             call,
             ops,

@@ -54,6 +54,11 @@ pub enum Event {
     Invoke {
         t_ms: i64,
         user: u32,
+        /// Sent by the user's second tab (fault `second_tab`), not the
+        /// first. Left out of the JSON when false, so a history without a
+        /// second tab reads as before the tab existed.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        second_tab: bool,
         req_id: u64,
         call: &'static str,
         ops: Vec<OpRef>,
@@ -139,6 +144,7 @@ impl Event {
             }
             Event::Invoke {
                 user,
+                second_tab,
                 req_id,
                 call,
                 ops,
@@ -147,7 +153,8 @@ impl Event {
             } => {
                 let _ = write!(
                     s,
-                    "u{user} -> #{req_id} {call} ops={} bytes={bytes} [",
+                    "u{user}{} -> #{req_id} {call} ops={} bytes={bytes} [",
+                    if *second_tab { " tab 2" } else { "" },
                     ops.len()
                 );
                 for (i, op) in ops.iter().enumerate() {

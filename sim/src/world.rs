@@ -235,6 +235,9 @@ struct Shared {
     plan: FaultPlan,
     start: Instant,
     history: Mutex<Vec<Event>>,
+    /// Fault edges no task wakes up for (see `planned_edges`), oldest
+    /// first, not yet in the history.
+    planned: Mutex<VecDeque<(i64, Option<u32>, String)>>,
     /// Coverage marks reached (see marks.rs), counted.
     marks: Mutex<BTreeMap<&'static str, u64>>,
     trace: bool,
@@ -328,11 +331,92 @@ impl Shared {
     }
 
     fn record(&self, e: Event) {
+        let mut history = self.history.lock().expect("history lock");
+        self.write_planned(&mut history, e.t_ms());
         if self.trace {
             println!("{}", e.trace_line());
         }
-        self.history.lock().expect("history lock").push(e);
+        history.push(e);
     }
+
+    /// Moves the planned fault edges due at or before `t_ms` into the
+    /// history (bound: each edge is moved once).
+    fn write_planned(&self, history: &mut Vec<Event>, t_ms: i64) {
+        let mut planned = self.planned.lock().expect("planned lock");
+        while planned.front().is_some_and(|(t, ..)| *t <= t_ms) {
+            let Some((t_ms, user, what)) = planned.pop_front() else {
+                break;
+            };
+            let e = Event::Fault { t_ms, user, what };
+            if self.trace {
+                println!("{}", e.trace_line());
+            }
+            history.push(e);
+        }
+    }
+}
+
+/// The fault edges that act only through the plan, read when something
+/// asks (the server's 5xx bursts, a device clock's skew): no task wakes up
+/// at them, because an extra timer would move every later event of the run
+/// (madsim draws the order of the tasks ready at one instant). The history
+/// still shows them, each just before the first event at or after its time
+/// (`Shared::record`), so a trace's timeline has every fault. A 5xx burst
+/// still on at the heal ends there (the "healed" line says so).
+fn planned_edges(plan: &FaultPlan, fault_phase_ms: i64) -> VecDeque<(i64, Option<u32>, String)> {
+    let mut edges = Vec::new();
+    for (start_ms, end_ms) in union_of(&plan.server_errors) {
+        if start_ms >= fault_phase_ms {
+            continue;
+        }
+        edges.push((
+            start_ms,
+            None,
+            format!("server answers {} to every call", plan.server_error_status),
+        ));
+        if end_ms < fault_phase_ms {
+            edges.push((end_ms, None, "server errors end".to_string()));
+        }
+    }
+    for (u, windows) in plan.clock_skew.iter().enumerate() {
+        for (start_ms, end_ms) in union_of(windows) {
+            edges.push((
+                start_ms,
+                Some(u as u32),
+                format!(
+                    "device clock off by {:+.3}s",
+                    plan.clock_skew_ms as f64 / 1000.0
+                ),
+            ));
+            edges.push((
+                end_ms,
+                Some(u as u32),
+                "device clock back to true time".to_string(),
+            ));
+        }
+    }
+    // Stable: at one instant, the order they were pushed in.
+    edges.sort_by_key(|e| e.0);
+    edges.into()
+}
+
+/// The time a fault is on when it is on inside any of `windows` (which may
+/// overlap): disjoint (start, end) spans, oldest first.
+fn union_of(windows: &[crate::nemesis::Window]) -> Vec<(i64, i64)> {
+    let mut spans: Vec<(i64, i64)> = windows
+        .iter()
+        .filter(|w| w.start_ms < w.end_ms)
+        .map(|w| (w.start_ms, w.end_ms))
+        .collect();
+    spans.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(spans.len());
+    for (start_ms, end_ms) in spans {
+        match out.last_mut() {
+            Some(last) if start_ms <= last.1 => last.1 = last.1.max(end_ms),
+            _ => out.push((start_ms, end_ms)),
+        }
+    }
+    out
 }
 
 /// Tunes SQLite once per process, before the first connection:
@@ -441,6 +525,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             plan: plan.clone(),
             start: Instant::now(),
             history: Mutex::new(Vec::new()),
+            planned: Mutex::new(planned_edges(&plan, params.faults.fault_phase_ms)),
             marks: Mutex::new(BTreeMap::new()),
             trace,
             server: Mutex::new(ServerModel::with_bugs(params.server_bugs)),
@@ -452,6 +537,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
         });
         run_world(shared.clone()).await;
         let end_ms = shared.now_ms();
+        shared.write_planned(&mut shared.history.lock().expect("history lock"), end_ms);
         let drained_at_ms = shared
             .history
             .lock()
@@ -967,6 +1053,9 @@ impl Host for SimHost {
 struct SimRemote {
     shared: Arc<Shared>,
     user: u32,
+    /// This engine runs in the user's second tab (the history says which
+    /// tab sent each call).
+    second_tab: bool,
     ep: Endpoint,
     rng: SplitMix64,
 }
@@ -997,6 +1086,7 @@ impl SimRemote {
         shared.record(Event::Invoke {
             t_ms: shared.now_ms(),
             user: self.user,
+            second_tab: self.second_tab,
             req_id,
             call: name,
             ops: ctx.ops.clone(),
@@ -1152,20 +1242,40 @@ impl Remote for SimRemote {
     }
 }
 
-/// One tab's engine on user `user`'s queue, with its own socket. The salts
-/// keep the random streams of the tabs and of each restart apart.
+/// Which tab of the app an engine runs in.
+#[derive(Clone, Copy)]
+enum Tab {
+    /// The tab the user edits in; it lives as long as the device.
+    First,
+    /// The second tab's `opening`-th window (fault `second_tab`).
+    Second { opening: u64 },
+}
+
+/// One tab's engine on user `user`'s queue, with its own socket, in the
+/// device's life after `restarts` restarts. The salts keep the random
+/// streams of the tabs and of each restart apart (the first tab's are the
+/// ones it had before the second tab existed, so runs without one are
+/// unchanged).
 async fn open_engine(
     shared: &Arc<Shared>,
     user: u32,
-    remote_salt: u64,
-    engine_salt: u64,
+    tab: Tab,
+    restarts: u64,
 ) -> sync_core::SyncEngine<SimRemote, SimHost> {
+    let (remote_salt, engine_salt) = match tab {
+        Tab::First => ((restarts << 48) ^ 0xD1CE, restarts << 40),
+        Tab::Second { opening } => {
+            let salt = 0x7AB0 ^ (opening << 8) ^ (restarts << 48);
+            (salt, salt)
+        }
+    };
     let ep = Endpoint::bind(SocketAddr::new(device_ip(user), 0))
         .await
         .expect("device bind");
     let remote = SimRemote {
         shared: shared.clone(),
         user,
+        second_tab: matches!(tab, Tab::Second { .. }),
         ep,
         rng: SplitMix64::new(shared.seed ^ (u64::from(user) << 32) ^ remote_salt),
     };
@@ -1188,7 +1298,7 @@ async fn open_engine(
 async fn device_main(shared: Arc<Shared>, user: u32) {
     let d = &shared.devices[user as usize];
     let restarts = d.restarts.load(Ordering::SeqCst);
-    let mut engine = open_engine(&shared, user, (restarts << 48) ^ 0xD1CE, restarts << 40).await;
+    let mut engine = open_engine(&shared, user, Tab::First, restarts).await;
 
     let s = shared.clone();
     madsim::task::spawn(async move { user_main(s, user).await });
@@ -1226,22 +1336,37 @@ async fn second_tab_main(shared: Arc<Shared>, user: u32, restarts: u64) {
             continue;
         }
         sleep_until_ms(&shared, w.start_ms).await;
+        let tab_event = |what: String| {
+            shared.record(Event::Fault {
+                t_ms: shared.now_ms(),
+                user: Some(user),
+                what,
+            })
+        };
         if shared.config.hardening.tab_lock {
+            // No wake-up at the close: an extra timer would move every
+            // later event of the run (madsim draws the order of tasks ready
+            // at one instant), so the close time goes in this line.
+            tab_event(format!(
+                "second tab opened until {:.3}s; the first tab holds the sync lock, so it sends nothing",
+                w.end_ms as f64 / 1000.0
+            ));
             shared.mark("second_tab_left_to_lock");
             continue;
         }
+        tab_event("second tab opened, its engine starts".to_string());
         shared.mark("second_tab_engine_ran");
         let open_ms = (w.end_ms - shared.now_ms()).max(0) as u64;
         let tab = second_tab_engine(shared.clone(), user, restarts, i as u64);
         let _ = timeout(Duration::from_millis(open_ms), tab).await;
+        tab_event("second tab closed, its call in flight (if any) dropped".to_string());
     }
 }
 
 /// One opening of the second tab: its engine starts (resetting whatever
 /// is `syncing`, as every engine start does) and syncs on the interval.
 async fn second_tab_engine(shared: Arc<Shared>, user: u32, restarts: u64, opening: u64) {
-    let salt = 0x7AB0 ^ (opening << 8) ^ (restarts << 48);
-    let mut engine = open_engine(&shared, user, salt, salt).await;
+    let mut engine = open_engine(&shared, user, Tab::Second { opening }, restarts).await;
     let interval = Duration::from_millis(shared.params.interval_ms.max(1) as u64);
     // Bound: the caller's timeout closes the tab.
     loop {
