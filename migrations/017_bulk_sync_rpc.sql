@@ -8,8 +8,11 @@
 --
 -- Hardened additions, behind optional parameters (NULL keeps the plan's
 -- semantics exactly):
--- - p_batch_id: recorded in sync_batches in the same transaction; a replay
---   returns the stored result with "replayed": true and changes nothing;
+-- - p_batch_id: claimed in sync_batches first and recorded with the result
+--   in the same transaction; a replay returns the stored result with
+--   "replayed": true and changes nothing, and a duplicate arriving while the
+--   first call runs waits for it (then replays, or applies if it rolled
+--   back);
 -- - p_versions: [{"entityType", "id", "version"}]: the version gate skips
 --   stale writes and deletes leave tombstones.
 -- Always: a size limit per call (54000), malformed items rejected (22023).
@@ -72,10 +75,22 @@ BEGIN
     RAISE EXCEPTION 'malformed versions' USING ERRCODE = '22023';
   END IF;
 
-  -- Exactly-once replay.
+  -- Exactly-once replay. The batch id is claimed before anything is
+  -- applied: a second call with the same id (a retry after a client
+  -- timeout, a restarted app) that arrives while the first still runs waits
+  -- here on the first one's uncommitted claim. If the first commits, the
+  -- claim conflicts and the second answers the stored result; if it rolls
+  -- back, the second claims the id and applies. Checking for the record
+  -- first and writing it last let the second miss it, apply behind the
+  -- first one's row locks, and fail on the primary key (23505) for a batch
+  -- that had committed. Each statement of this VOLATILE function reads a
+  -- fresh snapshot (READ COMMITTED), so the SELECT sees the first's commit.
   IF p_batch_id IS NOT NULL THEN
-    SELECT result INTO v_stored FROM sync_batches WHERE user_id = v_user AND batch_id = p_batch_id;
-    IF FOUND THEN
+    INSERT INTO sync_batches (user_id, batch_id, result)
+      VALUES (v_user, p_batch_id, 'null'::jsonb)
+      ON CONFLICT (user_id, batch_id) DO NOTHING;
+    IF NOT FOUND THEN
+      SELECT result INTO v_stored FROM sync_batches WHERE user_id = v_user AND batch_id = p_batch_id;
       RETURN v_stored || '{"replayed": true}'::jsonb;
     END IF;
   END IF;
@@ -202,7 +217,9 @@ BEGIN
     v_result := v_result || jsonb_build_object('skipped_stale', v_skipped);
   END IF;
   IF p_batch_id IS NOT NULL THEN
-    INSERT INTO sync_batches (user_id, batch_id, result) VALUES (v_user, p_batch_id, v_result);
+    -- The claim becomes the record, in this transaction: no other call can
+    -- see the placeholder.
+    UPDATE sync_batches SET result = v_result WHERE user_id = v_user AND batch_id = p_batch_id;
   END IF;
   RETURN v_result;
 END;

@@ -149,6 +149,14 @@ pub const BUGS: &[PlantedBug] = &[
         also_disable: &[],
     },
     PlantedBug {
+        name: "batch-claimed-late",
+        breaks: "the server looks a batch id up first and records it last, with no claim: a re-send arriving while the first call still runs (the app reloaded, or its request timer fired) misses the record, applies behind it and fails on the record's key (23505), so an honest batch that committed is rejected",
+        caught_by: "no_honest_rejection",
+        scenario: "reload-mid-slow-call",
+        kind: BugKind::Server(|b| b.batch_claimed_late = true),
+        also_disable: &[],
+    },
+    PlantedBug {
         name: "no-stale-reset",
         breaks: "engine start does not reset syncing operations: one in flight at a kill is never sent again",
         caught_by: "convergence",

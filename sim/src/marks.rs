@@ -70,6 +70,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "the engine re-sent an unresolved batch under its batch id",
     ),
     (
+        "batch_duplicate_waited",
+        "a call waited for a running call with its batch id to finish (017 claims the id first), then replayed or applied",
+    ),
+    (
         "replay_answered",
         "the server answered a batch id it had committed before",
     ),

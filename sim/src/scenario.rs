@@ -120,6 +120,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "second-tab",
         include_str!("../../scenarios/second-tab.toml"),
     ),
+    (
+        "reload-mid-slow-call",
+        include_str!("../../scenarios/reload-mid-slow-call.toml"),
+    ),
 ];
 
 /// A scenario file.

@@ -117,6 +117,12 @@ pub struct ServerBugs {
     pub user_id_from_payload: bool,
     /// The batch id is recorded even when the call then fails.
     pub batch_id_outside_tx: bool,
+    /// The batch id is looked up first and recorded last, with no claim
+    /// (017 before the claim): a duplicate that arrives while the first call
+    /// runs misses the record, applies behind it, and fails on
+    /// `sync_batches`' primary key (23505). Enacted by the world's server
+    /// node, which sees calls overlap; the model applies one at an instant.
+    pub batch_claimed_late: bool,
 }
 
 pub struct BulkOutcome {
@@ -843,6 +849,11 @@ impl ServerModel {
     }
 
     // ----- RPCs ------------------------------------------------------------
+
+    /// Whether `user` has a committed record of batch `batch_id`.
+    pub fn has_batch(&self, user: UserId, batch_id: &str) -> bool {
+        self.batches.contains_key(&(user, batch_id.to_string()))
+    }
 
     /// `bulk_sync_entities` (migrations/017_bulk_sync_rpc.sql).
     pub fn bulk_sync_entities(

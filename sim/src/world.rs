@@ -235,6 +235,10 @@ struct Shared {
     plan: FaultPlan,
     start: Instant,
     history: Mutex<Vec<Event>>,
+    /// Batch ids claimed by the server calls now running, per authenticated
+    /// user (017 claims the id first): a duplicate waits on the `Notify`
+    /// until the claim is released.
+    batch_claims: Mutex<BTreeMap<(UserId, String), Arc<tokio::sync::Notify>>>,
     /// Fault edges no task wakes up for (see `planned_edges`), oldest
     /// first, not yet in the history.
     planned: Mutex<VecDeque<(i64, Option<u32>, String)>>,
@@ -525,6 +529,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             plan: plan.clone(),
             start: Instant::now(),
             history: Mutex::new(Vec::new()),
+            batch_claims: Mutex::new(BTreeMap::new()),
             planned: Mutex::new(planned_edges(&plan, params.faults.fault_phase_ms)),
             marks: Mutex::new(BTreeMap::new()),
             trace,
@@ -901,18 +906,93 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
             },
         );
     };
-    // Statement time grows with the payload; past the statement timeout the
-    // statement is cancelled and nothing commits.
-    let work_ms = 2 + (plan.server_ms_per_op * call.request.work_units() as f64) as i64;
-    if work_ms > plan.statement_timeout_ms {
-        sleep(Duration::from_millis(plan.statement_timeout_ms as u64)).await;
+    let timed_out = |shared: &Shared| {
         shared.mark("statement_timeout");
-        return reject(
+        reject(
             shared,
             RemoteError::database("57014", "canceling statement due to statement timeout"),
-        );
+        )
+    };
+    // A bulk call with a batch id first claims it for its whole run, as
+    // 017 does; a duplicate waits for the claim, within its own statement
+    // timeout. The claim is released before the reply, and on every path
+    // after it (`BatchClaim`'s drop).
+    let arrived_ms = shared.now_ms();
+    let claim_key = match &call.request {
+        ServerRequest::Bulk(p) => p.batch_id.clone().map(|b| (auth, b)),
+        _ => None,
+    };
+    let mut claim = None;
+    // Planted `batch-claimed-late`: no claim; a call whose batch id was not
+    // recorded when it arrived, and is when it applies, fails on the
+    // record's key, as 017 did when it looked first and recorded last.
+    let late = shared.params.server_bugs.batch_claimed_late;
+    let unrecorded_at_arrival = match &claim_key {
+        Some((user, batch)) if late => {
+            let recorded = shared
+                .server
+                .lock()
+                .expect("server")
+                .has_batch(*user, batch);
+            (!recorded).then(|| (*user, batch.clone()))
+        }
+        _ => None,
+    };
+    if let Some(key) = claim_key.filter(|_| !late) {
+        // Bound: each turn waits for one release; the statement timeout
+        // ends the wait.
+        loop {
+            let held = {
+                let mut claims = shared.batch_claims.lock().expect("claims");
+                match claims.get(&key) {
+                    Some(n) => Some(n.clone()),
+                    None => {
+                        claims.insert(key.clone(), Arc::new(tokio::sync::Notify::new()));
+                        None
+                    }
+                }
+            };
+            let Some(released) = held else {
+                break;
+            };
+            shared.mark("batch_duplicate_waited");
+            // Single-threaded: the holder cannot release between the lock
+            // above and this future's creation, which registers it.
+            let left_ms = plan.statement_timeout_ms - (shared.now_ms() - arrived_ms);
+            let wait = Duration::from_millis(left_ms.max(0) as u64);
+            if timeout(wait, released.notified()).await.is_err() {
+                return timed_out(shared);
+            }
+        }
+        claim = Some(BatchClaim { shared, key });
+    }
+    // Statement time grows with the payload (a replay is charged as an
+    // apply, a simplification); past the statement timeout, counted from
+    // the call's arrival, the statement is cancelled and nothing commits.
+    let work_ms = 2 + (plan.server_ms_per_op * call.request.work_units() as f64) as i64;
+    let budget_ms = plan.statement_timeout_ms - (shared.now_ms() - arrived_ms);
+    if work_ms > budget_ms {
+        sleep(Duration::from_millis(budget_ms.max(0) as u64)).await;
+        drop(claim);
+        return timed_out(shared);
     }
     sleep(Duration::from_millis(work_ms as u64)).await;
+    if let Some((user, batch)) = &unrecorded_at_arrival {
+        if shared
+            .server
+            .lock()
+            .expect("server")
+            .has_batch(*user, batch)
+        {
+            return reject(
+                shared,
+                RemoteError::database(
+                    "23505",
+                    "duplicate key value violates unique constraint \"sync_batches_pkey\"",
+                ),
+            );
+        }
+    }
     let (applied, partial) = {
         let mut server = shared.server.lock().expect("server");
         let before = server.mutations();
@@ -961,12 +1041,35 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
             reject(shared, RemoteError::database(&db.sqlstate, db.message))
         }
     };
+    // Committed or rolled back: a waiting duplicate may go on.
+    drop(claim);
     if call.drop_response && !shared.healed.load(Ordering::SeqCst) {
         // Committed (or rejected), but the reply never leaves: the client's
         // timer fires and it sees an AbortError.
         std::future::pending::<()>().await;
     }
     reply
+}
+
+/// A batch id claimed by a running server call; released (and its waiters
+/// woken) when dropped.
+struct BatchClaim<'s> {
+    shared: &'s Shared,
+    key: (UserId, String),
+}
+
+impl Drop for BatchClaim<'_> {
+    fn drop(&mut self) {
+        let released = self
+            .shared
+            .batch_claims
+            .lock()
+            .expect("claims")
+            .remove(&self.key);
+        if let Some(n) = released {
+            n.notify_waiters();
+        }
+    }
 }
 
 /// Applies one request to the model: the reply and the per-entity effects.

@@ -95,4 +95,5 @@ scenarios! {
     name_handover => "name-handover",
     clock_skew => "clock-skew",
     second_tab => "second-tab",
+    reload_mid_slow_call => "reload-mid-slow-call",
 }

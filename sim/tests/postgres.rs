@@ -1,5 +1,6 @@
 //! `migrations/` on a real PostgreSQL: the cases of the plan's PR 1 and the
-//! hardened additions, each asserting table contents afterwards; and a
+//! hardened additions, each asserting table contents afterwards; two calls
+//! with one batch id at once, on two connections; and a
 //! differential property test that holds the simulator's server model
 //! (`sim::server::ServerModel`) to the real functions.
 //!
@@ -603,6 +604,74 @@ fn differential(c: &mut Client) -> u32 {
     cases
 }
 
+/// Two calls with one batch id at once: a retry after a client timeout, or
+/// a restarted app's re-send, while the first call still runs. The second
+/// waits for the first; when the first commits, it answers the first's
+/// result as a replay; when the first rolls back, it applies itself. It
+/// never fails and nothing is applied twice. (Before the batch id was
+/// claimed first, the second missed the record, applied behind the first
+/// one's row locks, and then failed on the record's primary key: a 23505
+/// for a batch that had committed. The simulator's server, which applies a
+/// call at one instant, answered a replay, so the two disagreed.)
+fn concurrent_duplicates(cluster: &Cluster) {
+    let db = "duplicates";
+    let mut first_conn = cluster.fresh_database(db);
+    let mut watcher = cluster.connect(db);
+    for (n, first_commits) in [(900, true), (901, false)] {
+        let u = uid(n);
+        let p = BulkSyncPayload {
+            players: vec![player("p1", "Ann"), player("p2", "Bo")],
+            batch_id: Some("b-dup".into()),
+            ..Default::default()
+        };
+        let mut first_tx = pg::begin_as(&mut first_conn, Some(&u)).expect("begin");
+        let first = pg::bulk_sync_in(&mut first_tx, &p).expect("first call");
+        let (u2, p2, mut second_conn) = (u.clone(), p.clone(), cluster.connect(db));
+        let second = std::thread::spawn(move || pg::bulk_sync(&mut second_conn, Some(&u2), &p2));
+        // Bound: 200 polls, 5 s, for the second call to wait on the first.
+        let waited = (0..200).any(|_| {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = $1 AND wait_event_type = 'Lock'",
+                    &[&db],
+                )
+                .expect("pg_stat_activity")
+                .get(0);
+            if waiting == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            waiting > 0
+        });
+        if first_commits {
+            first_tx.commit().expect("commit first");
+        } else {
+            first_tx.rollback().expect("roll back first");
+        }
+        let second = second.join().expect("second call's thread");
+        assert!(
+            waited,
+            "user {n}: the second call never waited for the first"
+        );
+        let second = second
+            .unwrap_or_else(|e| panic!("user {n}: the duplicate failed instead of waiting: {e:?}"));
+        let mut expected = first.clone();
+        if first_commits {
+            expected["replayed"] = json!(true);
+        }
+        assert_eq!(second, expected, "user {n}: the duplicate's answer");
+        assert_eq!(rows(&mut watcher, &u, "players").len(), 2, "user {n}");
+        let recorded: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM sync_batches WHERE user_id = $1::text::uuid",
+                &[&u],
+            )
+            .expect("sync_batches")
+            .get(0);
+        assert_eq!(recorded, 1, "user {n}: the batch id is recorded once");
+    }
+}
+
 #[test]
 fn migrations_on_real_postgres() {
     let Some(cluster) = Cluster::start("postgres") else {
@@ -610,6 +679,7 @@ fn migrations_on_real_postgres() {
     };
     let mut c = cluster.fresh_database("cases");
     cases(&mut c);
+    concurrent_duplicates(&cluster);
     let mut d = cluster.fresh_database("differential");
     let n = differential(&mut d);
     println!("differential: {n} cases agreed");

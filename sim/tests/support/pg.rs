@@ -249,6 +249,19 @@ pub fn as_user<T>(
     user: Option<&str>,
     f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
 ) -> Result<T, SqlError> {
+    let mut tx = begin_as(c, user)?;
+    let out = f(&mut tx).map_err(sql_error)?;
+    tx.commit().map_err(sql_error)?;
+    Ok(out)
+}
+
+/// Opens a transaction as role `authenticated` with auth.uid() = `user`
+/// (None: no token), for a test that holds it open across another
+/// connection's call. Dropped without commit, it rolls back.
+pub fn begin_as<'c>(
+    c: &'c mut Client,
+    user: Option<&str>,
+) -> Result<postgres::Transaction<'c>, SqlError> {
     let mut tx = c.transaction().map_err(sql_error)?;
     tx.batch_execute("SET LOCAL ROLE authenticated")
         .map_err(sql_error)?;
@@ -257,9 +270,7 @@ pub fn as_user<T>(
         &[&user.unwrap_or("")],
     )
     .map_err(sql_error)?;
-    let out = f(&mut tx).map_err(sql_error)?;
-    tx.commit().map_err(sql_error)?;
-    Ok(out)
+    Ok(tx)
 }
 
 fn arr(v: &[Value]) -> Option<Vec<Value>> {
@@ -276,6 +287,14 @@ pub fn bulk_sync(
     user: Option<&str>,
     p: &BulkSyncPayload,
 ) -> Result<Value, SqlError> {
+    as_user(c, user, |tx| bulk_sync_in(tx, p))
+}
+
+/// `bulk_sync_entities` inside the caller's transaction (see `begin_as`).
+pub fn bulk_sync_in(
+    tx: &mut postgres::Transaction<'_>,
+    p: &BulkSyncPayload,
+) -> Result<Value, postgres::Error> {
     let rosters: Option<Vec<Value>> = (!p.team_rosters.is_empty()).then(|| {
         p.team_rosters
             .iter()
@@ -284,39 +303,37 @@ pub fn bulk_sync(
     });
     let versions: Option<Value> =
         (!p.versions.is_empty()).then(|| serde_json::to_value(&p.versions).unwrap());
-    as_user(c, user, |tx| {
-        let row = tx.query_one(
-            "SELECT bulk_sync_entities(
-               p_players => $1, p_teams => $2, p_seasons => $3, p_tournaments => $4,
-               p_personnel => $5, p_settings => $6, p_warmup_plan => $7,
-               p_team_rosters => $8, p_player_adjustments => $9,
-               p_delete_player_ids => $10, p_delete_team_ids => $11, p_delete_season_ids => $12,
-               p_delete_tournament_ids => $13, p_delete_personnel_ids => $14,
-               p_delete_warmup_plan => $15, p_delete_player_adjustment_ids => $16,
-               p_batch_id => $17, p_versions => $18)",
-            &[
-                &arr(&p.players),
-                &arr(&p.teams),
-                &arr(&p.seasons),
-                &arr(&p.tournaments),
-                &arr(&p.personnel),
-                &p.settings,
-                &p.warmup_plan,
-                &rosters,
-                &arr(&p.player_adjustments),
-                &ids(&p.delete_player_ids),
-                &ids(&p.delete_team_ids),
-                &ids(&p.delete_season_ids),
-                &ids(&p.delete_tournament_ids),
-                &ids(&p.delete_personnel_ids),
-                &p.delete_warmup_plan,
-                &ids(&p.delete_player_adjustment_ids),
-                &p.batch_id,
-                &versions,
-            ],
-        )?;
-        Ok(row.get::<_, Value>(0))
-    })
+    let row = tx.query_one(
+        "SELECT bulk_sync_entities(
+           p_players => $1, p_teams => $2, p_seasons => $3, p_tournaments => $4,
+           p_personnel => $5, p_settings => $6, p_warmup_plan => $7,
+           p_team_rosters => $8, p_player_adjustments => $9,
+           p_delete_player_ids => $10, p_delete_team_ids => $11, p_delete_season_ids => $12,
+           p_delete_tournament_ids => $13, p_delete_personnel_ids => $14,
+           p_delete_warmup_plan => $15, p_delete_player_adjustment_ids => $16,
+           p_batch_id => $17, p_versions => $18)",
+        &[
+            &arr(&p.players),
+            &arr(&p.teams),
+            &arr(&p.seasons),
+            &arr(&p.tournaments),
+            &arr(&p.personnel),
+            &p.settings,
+            &p.warmup_plan,
+            &rosters,
+            &arr(&p.player_adjustments),
+            &ids(&p.delete_player_ids),
+            &ids(&p.delete_team_ids),
+            &ids(&p.delete_season_ids),
+            &ids(&p.delete_tournament_ids),
+            &ids(&p.delete_personnel_ids),
+            &p.delete_warmup_plan,
+            &ids(&p.delete_player_adjustment_ids),
+            &p.batch_id,
+            &versions,
+        ],
+    )?;
+    Ok(row.get::<_, Value>(0))
 }
 
 pub fn save_game(c: &mut Client, user: Option<&str>, g: &GameSave) -> Result<i32, SqlError> {
