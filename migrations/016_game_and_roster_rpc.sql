@@ -56,11 +56,17 @@ BEGIN
   IF FOUND AND v_held >= p_version THEN
     RETURN false;
   END IF;
+  -- No row to lock when the entity is new to the server: a concurrent call
+  -- may insert it first. This insert then waits for that call and, once it
+  -- commits, updates only to a newer version; an older or equal one writes
+  -- nothing and is stale (FOUND is false). An unconditional update let a
+  -- slow call lower the version and write its older data over the newer.
   INSERT INTO sync_entity_versions (user_id, entity_type, entity_id, version, deleted)
   VALUES (p_user, p_type, p_id, p_version, p_delete)
   ON CONFLICT (user_id, entity_type, entity_id)
-  DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted;
-  RETURN true;
+  DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted
+    WHERE sync_entity_versions.version < EXCLUDED.version;
+  RETURN FOUND;
 END;
 $$;
 

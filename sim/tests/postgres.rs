@@ -604,6 +604,53 @@ fn differential(c: &mut Client) -> u32 {
     cases
 }
 
+/// Two calls that overlap on the server: `first` runs in a transaction held
+/// open on `first_conn`; `second` starts on a new connection and must come
+/// to wait on a lock the first holds; then the first commits (or rolls
+/// back). Returns the first call's answer and the second's.
+#[allow(clippy::too_many_arguments)]
+fn overlapping(
+    cluster: &Cluster,
+    db: &'static str,
+    first_conn: &mut Client,
+    watcher: &mut Client,
+    user: &str,
+    first: &BulkSyncPayload,
+    second: &BulkSyncPayload,
+    first_commits: bool,
+) -> (Value, Result<Value, pg::SqlError>) {
+    let mut first_tx = pg::begin_as(first_conn, Some(user)).expect("begin");
+    let first = pg::bulk_sync_in(&mut first_tx, first).expect("first call");
+    let (u2, p2, mut second_conn) = (user.to_string(), second.clone(), cluster.connect(db));
+    let second = std::thread::spawn(move || pg::bulk_sync(&mut second_conn, Some(&u2), &p2));
+    // Bound: 200 polls, 5 s, for the second call to wait on the first.
+    let waited = (0..200).any(|_| {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&db],
+            )
+            .expect("pg_stat_activity")
+            .get(0);
+        if waiting == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        waiting > 0
+    });
+    if first_commits {
+        first_tx.commit().expect("commit first");
+    } else {
+        first_tx.rollback().expect("roll back first");
+    }
+    let second = second.join().expect("second call's thread");
+    assert!(
+        waited,
+        "user {user}: the second call never waited for the first"
+    );
+    (first, second)
+}
+
 /// Two calls with one batch id at once: a retry after a client timeout, or
 /// a restarted app's re-send, while the first call still runs. The second
 /// waits for the first; when the first commits, it answers the first's
@@ -624,34 +671,15 @@ fn concurrent_duplicates(cluster: &Cluster) {
             batch_id: Some("b-dup".into()),
             ..Default::default()
         };
-        let mut first_tx = pg::begin_as(&mut first_conn, Some(&u)).expect("begin");
-        let first = pg::bulk_sync_in(&mut first_tx, &p).expect("first call");
-        let (u2, p2, mut second_conn) = (u.clone(), p.clone(), cluster.connect(db));
-        let second = std::thread::spawn(move || pg::bulk_sync(&mut second_conn, Some(&u2), &p2));
-        // Bound: 200 polls, 5 s, for the second call to wait on the first.
-        let waited = (0..200).any(|_| {
-            let waiting: i64 = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = $1 AND wait_event_type = 'Lock'",
-                    &[&db],
-                )
-                .expect("pg_stat_activity")
-                .get(0);
-            if waiting == 0 {
-                std::thread::sleep(std::time::Duration::from_millis(25));
-            }
-            waiting > 0
-        });
-        if first_commits {
-            first_tx.commit().expect("commit first");
-        } else {
-            first_tx.rollback().expect("roll back first");
-        }
-        let second = second.join().expect("second call's thread");
-        assert!(
-            waited,
-            "user {n}: the second call never waited for the first"
+        let (first, second) = overlapping(
+            cluster,
+            db,
+            &mut first_conn,
+            &mut watcher,
+            &u,
+            &p,
+            &p,
+            first_commits,
         );
         let second = second
             .unwrap_or_else(|e| panic!("user {n}: the duplicate failed instead of waiting: {e:?}"));
@@ -672,6 +700,67 @@ fn concurrent_duplicates(cluster: &Cluster) {
     }
 }
 
+/// Two calls carrying different versions of an entity the server has never
+/// seen, the newer one first: the older one must wait and then skip as
+/// stale, never write its older version over the newer one. (A call that
+/// times out on the client may still be running when the engine sends the
+/// entity's newer version; the old call reaches the entity later. With no
+/// version row to lock yet, the gate's check passed for both, and the
+/// version upsert let the older call lower the version and write its data:
+/// a lost write that the model, which applies a call at one instant, could
+/// not show.)
+fn concurrent_versions(cluster: &Cluster) {
+    let db = "versions";
+    let mut first_conn = cluster.fresh_database(db);
+    let mut watcher = cluster.connect(db);
+    let at = |name: &str, v: i64| BulkSyncPayload {
+        players: vec![player("p1", name)],
+        versions: vec![EntityVersion {
+            entity_type: EntityType::Player,
+            id: "p1".into(),
+            version: v,
+        }],
+        ..Default::default()
+    };
+    for (n, first_commits) in [(910, true), (911, false)] {
+        let u = uid(n);
+        let (_, older) = overlapping(
+            cluster,
+            db,
+            &mut first_conn,
+            &mut watcher,
+            &u,
+            &at("v2", 2),
+            &at("v1", 1),
+            first_commits,
+        );
+        let older = older.unwrap_or_else(|e| panic!("user {n}: the older call failed: {e:?}"));
+        let held: i64 = watcher
+            .query_one(
+                "SELECT version FROM sync_entity_versions WHERE user_id = $1::text::uuid",
+                &[&u],
+            )
+            .expect("sync_entity_versions")
+            .get(0);
+        let name = rows(&mut watcher, &u, "players")[0]["name"].clone();
+        if first_commits {
+            assert_eq!(older["skipped_stale"], json!(1), "user {n}: {older}");
+            assert_eq!(
+                (held, name),
+                (2, json!("v2")),
+                "user {n}: the newer version stays"
+            );
+        } else {
+            assert_eq!(older["players"], json!(1), "user {n}: {older}");
+            assert_eq!(
+                (held, name),
+                (1, json!("v1")),
+                "user {n}: alone, the older applies"
+            );
+        }
+    }
+}
+
 #[test]
 fn migrations_on_real_postgres() {
     let Some(cluster) = Cluster::start("postgres") else {
@@ -680,6 +769,7 @@ fn migrations_on_real_postgres() {
     let mut c = cluster.fresh_database("cases");
     cases(&mut c);
     concurrent_duplicates(&cluster);
+    concurrent_versions(&cluster);
     let mut d = cluster.fresh_database("differential");
     let n = differential(&mut d);
     println!("differential: {n} cases agreed");
