@@ -761,6 +761,68 @@ fn concurrent_versions(cluster: &Cluster) {
     }
 }
 
+/// Two roster replacements of one team that overlap (the plan re-sends a
+/// call after its client timeout while the first still runs). A plan
+/// finding: without versions the second call's DELETE does not see the
+/// rows the first inserted (its snapshot predates their commit), so its
+/// INSERT fails on `team_players`' key: 23505 for an honest call, which the
+/// app's error table reads as "already exists". With versions (hardened)
+/// the gate serializes the two and the newer roster wins. The model
+/// applies a call at one instant and shows neither.
+fn overlapping_rosters(cluster: &Cluster) {
+    let db = "rosters";
+    let mut first_conn = cluster.fresh_database(db);
+    let mut watcher = cluster.connect(db);
+    for (n, versioned) in [(920, false), (921, true)] {
+        let u = uid(n);
+        let team = BulkSyncPayload {
+            players: vec![player("p1", "Ann")],
+            teams: vec![json!({"id": "t1", "name": "Otters"})],
+            ..Default::default()
+        };
+        pg::bulk_sync(&mut first_conn, Some(&u), &team).expect("team and player");
+        let roster = |jersey: i64| BulkSyncPayload {
+            team_rosters: vec![TeamRosterPayload {
+                team_id: "t1".into(),
+                roster: vec![json!({"player_id": "p1", "name": "Ann", "jersey_number": jersey})],
+            }],
+            versions: if versioned {
+                vec![EntityVersion {
+                    entity_type: EntityType::TeamRoster,
+                    id: "t1".into(),
+                    version: jersey,
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        };
+        let (_, second) = overlapping(
+            cluster,
+            db,
+            &mut first_conn,
+            &mut watcher,
+            &u,
+            &roster(1),
+            &roster(2),
+            true,
+        );
+        let jerseys: Vec<Value> = rows(&mut watcher, &u, "team_players")
+            .iter()
+            .map(|r| r["jersey_number"].clone())
+            .collect();
+        if versioned {
+            let second = second.unwrap_or_else(|e| panic!("user {n}: {e:?}"));
+            assert_eq!(second["team_rosters"], json!(1), "user {n}: {second}");
+            assert_eq!(jerseys, vec![json!(2)], "user {n}: the newer roster wins");
+        } else {
+            let e = second.expect_err("the plan's overlapping roster write");
+            assert_eq!(e.sqlstate, "23505", "user {n}: {e:?}");
+            assert_eq!(jerseys, vec![json!(1)], "user {n}: the first roster stays");
+        }
+    }
+}
+
 #[test]
 fn migrations_on_real_postgres() {
     let Some(cluster) = Cluster::start("postgres") else {
@@ -770,6 +832,7 @@ fn migrations_on_real_postgres() {
     cases(&mut c);
     concurrent_duplicates(&cluster);
     concurrent_versions(&cluster);
+    overlapping_rosters(&cluster);
     let mut d = cluster.fresh_database("differential");
     let n = differential(&mut d);
     println!("differential: {n} cases agreed");
