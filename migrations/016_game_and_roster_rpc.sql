@@ -220,10 +220,17 @@ DECLARE
   v_link record;
   v_missing boolean;
 BEGIN
-  SELECT version INTO v_current FROM games WHERE user_id = v_user AND id = v_id FOR UPDATE;
+  -- The game's version is read after the gate, which may have waited for a
+  -- call saving this game at the same time. Read before it, a stale save
+  -- answered 0 for a game the other call had just created, and the
+  -- engine's next save then failed its expected version (found by the
+  -- concurrent differential test in sim/tests/postgres.rs); a newer save
+  -- would have checked its expected version against no row.
   IF NOT _sync_gate(v_user, 'game', v_id, p_sync_version, false) THEN
+    SELECT version INTO v_current FROM games WHERE user_id = v_user AND id = v_id;
     RETURN COALESCE(v_current, 0);
   END IF;
+  SELECT version INTO v_current FROM games WHERE user_id = v_user AND id = v_id FOR UPDATE;
   IF p_expected_version IS NOT NULL AND v_current IS NOT NULL
      AND v_current <> p_expected_version THEN
     RAISE EXCEPTION 'version conflict: expected %, server has %', p_expected_version, v_current

@@ -229,7 +229,8 @@ impl Drop for Cluster {
     }
 }
 
-fn sql_error(e: postgres::Error) -> SqlError {
+/// A driver error as the SQLSTATE and message a test compares.
+pub fn sql_error(e: postgres::Error) -> SqlError {
     match e.as_db_error() {
         Some(db) => SqlError {
             sqlstate: db.code().code().to_string(),
@@ -337,22 +338,28 @@ pub fn bulk_sync_in(
 }
 
 pub fn save_game(c: &mut Client, user: Option<&str>, g: &GameSave) -> Result<i32, SqlError> {
+    as_user(c, user, |tx| save_game_in(tx, g))
+}
+
+/// `save_game_with_relations` inside the caller's transaction.
+pub fn save_game_in(
+    tx: &mut postgres::Transaction<'_>,
+    g: &GameSave,
+) -> Result<i32, postgres::Error> {
     let expected = g.expected_version.map(|v| v as i32);
-    as_user(c, user, |tx| {
-        let row = tx.query_one(
-            "SELECT save_game_with_relations($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &g.game,
-                &g.players,
-                &g.events,
-                &g.assessments,
-                &g.tactical,
-                &expected,
-                &g.sync_version,
-            ],
-        )?;
-        Ok(row.get::<_, i32>(0))
-    })
+    let row = tx.query_one(
+        "SELECT save_game_with_relations($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &g.game,
+            &g.players,
+            &g.events,
+            &g.assessments,
+            &g.tactical,
+            &expected,
+            &g.sync_version,
+        ],
+    )?;
+    Ok(row.get::<_, i32>(0))
 }
 
 pub fn set_team_roster(
@@ -362,39 +369,43 @@ pub fn set_team_roster(
     roster: &[Value],
     version: Option<i64>,
 ) -> Result<(), SqlError> {
-    as_user(c, user, |tx| {
-        tx.execute(
-            "SELECT set_team_roster($1, $2, $3)",
-            &[&team, &roster.to_vec(), &version],
-        )?;
-        Ok(())
-    })
+    as_user(c, user, |tx| set_team_roster_in(tx, team, roster, version))
 }
 
-pub fn upsert_entity(
-    c: &mut Client,
-    user: Option<&str>,
+/// `set_team_roster` inside the caller's transaction.
+pub fn set_team_roster_in(
+    tx: &mut postgres::Transaction<'_>,
+    team: &str,
+    roster: &[Value],
+    version: Option<i64>,
+) -> Result<(), postgres::Error> {
+    tx.execute(
+        "SELECT set_team_roster($1, $2, $3)",
+        &[&team, &roster.to_vec(), &version],
+    )?;
+    Ok(())
+}
+
+/// `upsert_entity` inside the caller's transaction.
+pub fn upsert_entity_in(
+    tx: &mut postgres::Transaction<'_>,
     t: &str,
     data: &Value,
     version: Option<i64>,
-) -> Result<(), SqlError> {
-    as_user(c, user, |tx| {
-        tx.execute("SELECT upsert_entity($1, $2, $3)", &[&t, data, &version])?;
-        Ok(())
-    })
+) -> Result<(), postgres::Error> {
+    tx.execute("SELECT upsert_entity($1, $2, $3)", &[&t, data, &version])?;
+    Ok(())
 }
 
-pub fn delete_entity(
-    c: &mut Client,
-    user: Option<&str>,
+/// `delete_entity` inside the caller's transaction.
+pub fn delete_entity_in(
+    tx: &mut postgres::Transaction<'_>,
     t: &str,
     id: &str,
     version: Option<i64>,
-) -> Result<(), SqlError> {
-    as_user(c, user, |tx| {
-        tx.execute("SELECT delete_entity($1, $2, $3)", &[&t, &id, &version])?;
-        Ok(())
-    })
+) -> Result<(), postgres::Error> {
+    tx.execute("SELECT delete_entity($1, $2, $3)", &[&t, &id, &version])?;
+    Ok(())
 }
 
 /// Every data table of one user, ordered by key, rows without user_id and
