@@ -557,16 +557,23 @@ fn apply(c: &mut Client, m: &mut ServerModel, user: UserId, call: &Call) -> (Str
     (real_side(c, user, call), model_side(m, user, call))
 }
 
-fn differential(c: &mut Client) -> u32 {
+/// A property runner of `PROPTEST_CASES` cases (48 by default) that keeps
+/// no failure file, and that number.
+fn runner() -> (TestRunner, u32) {
     let cases: u32 = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(48);
-    let mut runner = TestRunner::new(Config {
+    let runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
         ..Config::default()
     });
+    (runner, cases)
+}
+
+fn differential(c: &mut Client) -> u32 {
+    let (mut runner, cases) = runner();
     let next_user = RefCell::new(1_000u32);
     let client = RefCell::new(c);
     runner
@@ -895,15 +902,7 @@ fn concurrent_differential(cluster: &Cluster) -> (u32, u32) {
     let db = "concurrent";
     let mut first_conn = cluster.fresh_database(db);
     let mut watcher = cluster.connect(db);
-    let cases: u32 = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(48);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let (mut runner, cases) = runner();
     let next_user = RefCell::new(2_000u32);
     let waited_cases = RefCell::new(0u32);
     let conns = RefCell::new((&mut first_conn, &mut watcher));
