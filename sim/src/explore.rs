@@ -62,9 +62,9 @@ pub const BUGS: &[PlantedBug] = &[
     },
     PlantedBug {
         name: "no-versions",
-        breaks: "late commits and retries of old operations overwrite newer data or bring deleted entities back",
-        caught_by: "per_entity_order",
-        scenario: "abort-cascade",
+        breaks: "a game save carries no batch id, so a timed-out save that committed is applied again by its retry (with single flight and batch ids on, the version gate is what still makes a save exactly-once); and an unresolved batch too big for the chunk is never dissolved (unsafe without versions), so abort-cascade never drains",
+        caught_by: "exactly_once",
+        scenario: "flaky-network",
         kind: BugKind::Switch("versions"),
         also_disable: &[],
     },
@@ -94,7 +94,7 @@ pub const BUGS: &[PlantedBug] = &[
     },
     PlantedBug {
         name: "no-adaptive-chunk",
-        breaks: "batches that time out on a slow link are re-sent at the same size forever",
+        breaks: "a batch whose call outlasts the request timer, and is then cancelled by the server's statement timeout, is re-sent whole under its batch id at the same size forever: nothing ever commits",
         caught_by: "convergence",
         scenario: "abort-cascade",
         kind: BugKind::Switch("adaptive_chunk"),

@@ -23,7 +23,7 @@
 
 use crate::history::{Event, Outcome, ServerResult};
 use crate::nemesis::{FaultParams, FaultPlan};
-use crate::server::{DbError, ServerModel, UserId};
+use crate::server::{DbError, ServerModel, UserId, MAX_BULK_OPS};
 use crate::workload::{Edit, WorkloadParams};
 use madsim::net::rpc::Request;
 use madsim::net::Endpoint;
@@ -918,27 +918,31 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
     // timeout. The claim is released before the reply, and on every path
     // after it (`BatchClaim`'s drop).
     let arrived_ms = shared.now_ms();
+    // 017 checks the caller (above) and the payload's size before it
+    // claims: an oversized call neither claims nor waits, and fails at once
+    // (`apply` gives its error).
+    let oversized = matches!(&call.request, ServerRequest::Bulk(p) if p.op_count() > MAX_BULK_OPS);
     let claim_key = match &call.request {
-        ServerRequest::Bulk(p) => p.batch_id.clone().map(|b| (auth, b)),
+        ServerRequest::Bulk(p) if !oversized => p.batch_id.clone().map(|b| (auth, b)),
         _ => None,
+    };
+    let recorded = |(user, batch): &(UserId, String)| {
+        shared
+            .server
+            .lock()
+            .expect("server")
+            .has_batch(*user, batch)
     };
     let mut claim = None;
     // Planted `batch-claimed-late`: no claim; a call whose batch id was not
     // recorded when it arrived, and is when it applies, fails on the
     // record's key, as 017 did when it looked first and recorded last.
     let late = shared.params.server_bugs.batch_claimed_late;
-    let unrecorded_at_arrival = match &claim_key {
-        Some((user, batch)) if late => {
-            let recorded = shared
-                .server
-                .lock()
-                .expect("server")
-                .has_batch(*user, batch);
-            (!recorded).then(|| (*user, batch.clone()))
-        }
-        _ => None,
-    };
-    if let Some(key) = claim_key.filter(|_| !late) {
+    let unrecorded_at_arrival = claim_key
+        .as_ref()
+        .filter(|key| late && !recorded(key))
+        .cloned();
+    if let Some(key) = claim_key.clone().filter(|_| !late) {
         // Bound: each turn waits for one release; the statement timeout
         // ends the wait.
         loop {
@@ -966,10 +970,26 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
         }
         claim = Some(BatchClaim { shared, key });
     }
-    // Statement time grows with the payload (a replay is charged as an
-    // apply, a simplification); past the statement timeout, counted from
-    // the call's arrival, the statement is cancelled and nothing commits.
-    let work_ms = 2 + (plan.server_ms_per_op * call.request.work_units() as f64) as i64;
+    // A replay reads the record and returns, and a call that fails the
+    // size check stops there: neither touches an entity table, so neither
+    // is charged for its payload. The replay is decided where 017 decides
+    // it: after the claim, or (planted bug) on arrival.
+    let replay = claim_key.as_ref().is_some_and(|key| {
+        if late {
+            unrecorded_at_arrival.is_none()
+        } else {
+            recorded(key)
+        }
+    });
+    let work_units = if replay || oversized {
+        0
+    } else {
+        call.request.work_units()
+    };
+    // Statement time grows with the payload; past the statement timeout,
+    // counted from the call's arrival, the statement is cancelled and
+    // nothing commits.
+    let work_ms = 2 + (plan.server_ms_per_op * work_units as f64) as i64;
     let budget_ms = plan.statement_timeout_ms - (shared.now_ms() - arrived_ms);
     if work_ms > budget_ms {
         sleep(Duration::from_millis(budget_ms.max(0) as u64)).await;
