@@ -12,6 +12,8 @@
 //! | referential_integrity | no game or adjustment on the server lost a parent link the device has (checked once nothing of the entity is queued) |
 //! | tenant_isolation | every row a user holds is one of that user's entities |
 //! | no_busy_loop | no device runs more than a few sync passes that send nothing at one simulated instant |
+//! | no_honest_rejection | the server rejects a call the device still waits for, for its content, only when it carries a bad record |
+//! | stable_batch_ids | a call that re-uses a batch id carries only operations (entity, version, kind) the first call under that id carried |
 
 use crate::history::{Event, ServerResult};
 use crate::views::{expected, ServerSnapshot};
@@ -20,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use sync_core::remote::OpRef;
-use sync_core::{EntityType, OpStatus};
+use sync_core::{EntityType, OpKind, OpStatus};
 
 /// One checker's verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -35,7 +37,7 @@ pub struct CheckResult {
     pub first_offender: Option<String>,
 }
 
-pub const CHECKERS: [&str; 9] = [
+pub const CHECKERS: [&str; 10] = [
     "atomicity",
     "per_entity_order",
     "exactly_once",
@@ -45,6 +47,7 @@ pub const CHECKERS: [&str; 9] = [
     "tenant_isolation",
     "no_busy_loop",
     "no_honest_rejection",
+    "stable_batch_ids",
 ];
 
 /// Sync passes that send nothing, per device and simulated instant, beyond
@@ -128,6 +131,7 @@ pub fn check_all(run: &RunOutput) -> Vec<CheckResult> {
         tenant_isolation(run, &snaps),
         no_busy_loop(run),
         no_honest_rejection(run, &j),
+        stable_batch_ids(run),
     ]
 }
 
@@ -675,6 +679,56 @@ fn no_honest_rejection(run: &RunOutput, j: &Journal) -> CheckResult {
     t.finish("no_honest_rejection")
 }
 
+/// A batch id names one request's content. The server answers an id it
+/// has recorded from the record, without applying anything, so an
+/// operation that travels under an id whose call committed without it is
+/// acknowledged and never applied: a lost write that `no_lost_write` sees
+/// only if nothing later covers it. A re-send may carry less than the
+/// first call (operations merged since leave the batch), never anything
+/// else. This checks the precondition of exactly-once at the call that
+/// breaks it, whatever the server answers.
+fn stable_batch_ids(run: &RunOutput) -> CheckResult {
+    type Carried<'a> = BTreeSet<(EntityType, &'a str, i64, OpKind)>;
+    fn carried(op: &OpRef) -> (EntityType, &str, i64, OpKind) {
+        (op.entity_type, op.entity_id.as_str(), op.version, op.kind)
+    }
+    let mut t = Tally::default();
+    let mut first: BTreeMap<(u32, &str), (u64, Carried)> = BTreeMap::new();
+    for e in &run.history {
+        let Event::Invoke {
+            user,
+            req_id,
+            batch_id: Some(batch),
+            ops,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        let Some((first_req, first_ops)) = first.get(&(*user, batch.as_str())) else {
+            first.insert(
+                (*user, batch.as_str()),
+                (*req_id, ops.iter().map(carried).collect()),
+            );
+            continue;
+        };
+        for op in ops.iter().filter(|op| !first_ops.contains(&carried(op))) {
+            t.flag(
+                op_label(op),
+                format!(
+                    "request #{req_id} of u{user} re-used batch id {batch} of request \
+                     #{first_req} for {} {} v{}, which #{first_req} did not carry: \
+                     a replay of the id acknowledges it unapplied",
+                    op.kind.as_str(),
+                    key(op.entity_type, &op.entity_id),
+                    op.version
+                ),
+            );
+        }
+    }
+    t.finish("stable_batch_ids")
+}
+
 /// Each checker on hand-built histories: the simulation's sweeps show that
 /// the hardened engine passes them and the planted bugs that they fail, and
 /// these pin where each verdict's boundary lies (which version, which error
@@ -741,12 +795,28 @@ mod tests {
     }
 
     fn invoke(req_id: u64, user: u32, call: &'static str, ops: Vec<OpRef>) -> Event {
+        invoke_with(req_id, user, call, None, ops)
+    }
+
+    /// A bulk call under batch id `batch`.
+    fn invoke_in(req_id: u64, user: u32, batch: &str, ops: Vec<OpRef>) -> Event {
+        invoke_with(req_id, user, BULK, Some(batch.to_string()), ops)
+    }
+
+    fn invoke_with(
+        req_id: u64,
+        user: u32,
+        call: &'static str,
+        batch_id: Option<String>,
+        ops: Vec<OpRef>,
+    ) -> Event {
         Event::Invoke {
             t_ms: 0,
             user,
             second_tab: false,
             req_id,
             call,
+            batch_id,
             ops,
             bytes: 0,
         }
@@ -1078,6 +1148,73 @@ mod tests {
             let run = roster_rejected(Vec::new(), 2, other);
             assert!(verdict(&run, "no_honest_rejection").ok, "{other}");
         }
+    }
+
+    #[test]
+    fn stable_batch_ids_allows_a_resend_of_the_same_or_less() {
+        let p1 = || op("p1", EntityType::Player, "u0_player_1", OpKind::Update, 3);
+        let p2 = || op("p2", EntityType::Player, "u0_player_2", OpKind::Create, 1);
+        let run = run_of(vec![
+            invoke_in(1, 0, "batch-1", vec![p1(), p2()]),
+            invoke_in(2, 0, "batch-1", vec![p1(), p2()]),
+            // p2 merged with a later edit and left the batch.
+            invoke_in(3, 0, "batch-1", vec![p1()]),
+            // Ids are per user: u1's batch-1 is another batch.
+            invoke_in(
+                4,
+                1,
+                "batch-1",
+                vec![op("q", EntityType::Team, "u1_team_1", OpKind::Create, 1)],
+            ),
+            // No batch id: nothing to compare.
+            invoke(5, 0, BULK, vec![p1()]),
+        ]);
+        assert!(verdict(&run, "stable_batch_ids").ok);
+    }
+
+    #[test]
+    fn stable_batch_ids_flags_a_newer_version_under_an_old_id() {
+        let v = |version| {
+            op(
+                "p1",
+                EntityType::Player,
+                "u0_player_1",
+                OpKind::Update,
+                version,
+            )
+        };
+        let run = run_of(vec![
+            invoke_in(1, 0, "batch-1", vec![v(3)]),
+            invoke_in(2, 0, "batch-1", vec![v(4)]),
+        ]);
+        let r = verdict(&run, "stable_batch_ids");
+        assert!(!r.ok);
+        assert_eq!(r.violations, 1);
+        assert_eq!(
+            r.first_offender.as_deref(),
+            Some("player/u0_player_1 (op p1)")
+        );
+        assert!(r
+            .detail
+            .contains("request #2 of u0 re-used batch id batch-1 of request #1"));
+        assert!(r.detail.contains("v4"), "{}", r.detail);
+        // Another kind at the same version is other content too.
+        let run = run_of(vec![
+            invoke_in(1, 0, "batch-1", vec![v(3)]),
+            invoke_in(
+                2,
+                0,
+                "batch-1",
+                vec![op(
+                    "p1",
+                    EntityType::Player,
+                    "u0_player_1",
+                    OpKind::Delete,
+                    3,
+                )],
+            ),
+        ]);
+        assert!(!verdict(&run, "stable_batch_ids").ok);
     }
 
     fn queued(id: &str, status: OpStatus, quarantined: bool, data: Value) -> SyncOperation {

@@ -175,7 +175,7 @@ pub const BUGS: &[PlantedBug] = &[
     PlantedBug {
         name: "merge-keeps-batch-id",
         breaks: "an edit merged into an operation whose batch committed behind a lost response keeps that batch's id; the re-send is answered as a replay and mark_batch_completed deletes the newer edit the server never received",
-        caught_by: "no_lost_write",
+        caught_by: "stable_batch_ids",
         scenario: "flaky-network",
         kind: BugKind::Engine(|b| b.merge_keeps_batch_id = true),
         also_disable: &[],

@@ -61,6 +61,10 @@ pub enum Event {
         second_tab: bool,
         req_id: u64,
         call: &'static str,
+        /// The bulk call's batch id (hardened exactly-once); left out of the
+        /// JSON when the call has none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        batch_id: Option<String>,
         ops: Vec<OpRef>,
         bytes: u64,
     },
@@ -147,14 +151,19 @@ impl Event {
                 second_tab,
                 req_id,
                 call,
+                batch_id,
                 ops,
                 bytes,
                 ..
             } => {
                 let _ = write!(
                     s,
-                    "u{user}{} -> #{req_id} {call} ops={} bytes={bytes} [",
+                    "u{user}{} -> #{req_id} {call}{} ops={} bytes={bytes} [",
                     if *second_tab { " tab 2" } else { "" },
+                    batch_id
+                        .as_ref()
+                        .map(|b| format!(" batch={b}"))
+                        .unwrap_or_default(),
                     ops.len()
                 );
                 for (i, op) in ops.iter().enumerate() {

@@ -1212,6 +1212,10 @@ impl SimRemote {
             second_tab: self.second_tab,
             req_id,
             call: name,
+            batch_id: match &request {
+                ServerRequest::Bulk(p) => p.batch_id.clone(),
+                _ => None,
+            },
             ops: ctx.ops.clone(),
             bytes,
         });
