@@ -181,11 +181,14 @@ CREATE TABLE sync_entity_versions (
   PRIMARY KEY (user_id, entity_type, entity_id)
 );
 
--- Hardened: batch ids committed with their result, for exactly-once replay.
+-- Hardened: batch ids committed with their result, for exactly-once replay,
+-- and the versions the claiming call carried (NULL: an unversioned call), so
+-- that a re-send carrying anything else is refused, not answered.
 CREATE TABLE sync_batches (
   user_id uuid NOT NULL,
   batch_id text NOT NULL,
   result jsonb NOT NULL,
+  versions jsonb,
   committed_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (user_id, batch_id)
 );

@@ -12,7 +12,8 @@
 --   in the same transaction; a replay returns the stored result with
 --   "replayed": true and changes nothing, and a duplicate arriving while the
 --   first call runs waits for it (then replays, or applies if it rolled
---   back);
+--   back); a versioned re-send may carry fewer versions than the call that
+--   claimed the id, never another one (22023);
 -- - p_versions: [{"entityType", "id", "version"}]: the version gate skips
 --   stale writes and deletes leave tombstones.
 -- Always: a size limit per call (54000), malformed items rejected (22023).
@@ -46,6 +47,7 @@ DECLARE
   v_user uuid := _sync_uid();
   v_result jsonb := '{}';
   v_stored jsonb;
+  v_claimed jsonb;
   v_item jsonb;
   v_id text;
   v_count int;
@@ -86,11 +88,21 @@ BEGIN
   -- that had committed. Each statement of this VOLATILE function reads a
   -- fresh snapshot (READ COMMITTED), so the SELECT sees the first's commit.
   IF p_batch_id IS NOT NULL THEN
-    INSERT INTO sync_batches (user_id, batch_id, result)
-      VALUES (v_user, p_batch_id, 'null'::jsonb)
+    INSERT INTO sync_batches (user_id, batch_id, result, versions)
+      VALUES (v_user, p_batch_id, 'null'::jsonb, p_versions)
       ON CONFLICT (user_id, batch_id) DO NOTHING;
     IF NOT FOUND THEN
-      SELECT result INTO v_stored FROM sync_batches WHERE user_id = v_user AND batch_id = p_batch_id;
+      SELECT result, versions INTO v_stored, v_claimed
+        FROM sync_batches WHERE user_id = v_user AND batch_id = p_batch_id;
+      -- A batch id names one request's content. A re-send may carry fewer
+      -- operations (one merged since left the batch), never another
+      -- version: answering that from the record would acknowledge a write
+      -- that was never applied. Array containment: every element of the
+      -- re-send's versions is one of the claimant's.
+      IF v_claimed IS NOT NULL AND p_versions IS NOT NULL AND NOT v_claimed @> p_versions THEN
+        RAISE EXCEPTION 'batch % re-used for operations it did not carry', p_batch_id
+          USING ERRCODE = '22023';
+      END IF;
       RETURN v_stored || '{"replayed": true}'::jsonb;
     END IF;
   END IF;

@@ -13,7 +13,7 @@
 //! | tenant_isolation | every row a user holds is one of that user's entities |
 //! | no_busy_loop | no device runs more than a few sync passes that send nothing at one simulated instant |
 //! | no_honest_rejection | the server rejects a call the device still waits for, for its content, only when it carries a bad record |
-//! | stable_batch_ids | a call that re-uses a batch id carries only operations (entity, version, kind) the first call under that id carried |
+//! | stable_batch_ids | a call that re-uses a batch id carries only operations (entity, version, kind) every earlier call under that id carried |
 
 use crate::history::{Event, ServerResult};
 use crate::views::{expected, ServerSnapshot};
@@ -683,17 +683,22 @@ fn no_honest_rejection(run: &RunOutput, j: &Journal) -> CheckResult {
 /// has recorded from the record, without applying anything, so an
 /// operation that travels under an id whose call committed without it is
 /// acknowledged and never applied: a lost write that `no_lost_write` sees
-/// only if nothing later covers it. A re-send may carry less than the
-/// first call (operations merged since leave the batch), never anything
-/// else. This checks the precondition of exactly-once at the call that
-/// breaks it, whatever the server answers.
+/// only if nothing later covers it (017 now refuses such a versioned call
+/// with 22023). A call under an id may carry only operations that every
+/// earlier call under it carried: any of those may be the one the server
+/// recorded (an earlier call lost in flight is not), and the client cannot
+/// tell which. So a re-send may carry less (operations merged since leave
+/// the batch), never anything else. This checks the client at the call
+/// that breaks the rule, whatever the server answers.
 fn stable_batch_ids(run: &RunOutput) -> CheckResult {
     type Carried<'a> = BTreeSet<(EntityType, &'a str, i64, OpKind)>;
     fn carried(op: &OpRef) -> (EntityType, &str, i64, OpKind) {
         (op.entity_type, op.entity_id.as_str(), op.version, op.kind)
     }
     let mut t = Tally::default();
-    let mut first: BTreeMap<(u32, &str), (u64, Carried)> = BTreeMap::new();
+    // (user, batch id) -> every earlier call under it: (req_id, what it
+    // carried). Bounded by the calls of the run.
+    let mut earlier: BTreeMap<(u32, &str), Vec<(u64, Carried)>> = BTreeMap::new();
     for e in &run.history {
         let Event::Invoke {
             user,
@@ -705,26 +710,24 @@ fn stable_batch_ids(run: &RunOutput) -> CheckResult {
         else {
             continue;
         };
-        let Some((first_req, first_ops)) = first.get(&(*user, batch.as_str())) else {
-            first.insert(
-                (*user, batch.as_str()),
-                (*req_id, ops.iter().map(carried).collect()),
-            );
-            continue;
-        };
-        for op in ops.iter().filter(|op| !first_ops.contains(&carried(op))) {
+        let calls = earlier.entry((*user, batch.as_str())).or_default();
+        for op in ops {
+            let Some((without, _)) = calls.iter().find(|(_, c)| !c.contains(&carried(op))) else {
+                continue;
+            };
             t.flag(
                 op_label(op),
                 format!(
-                    "request #{req_id} of u{user} re-used batch id {batch} of request \
-                     #{first_req} for {} {} v{}, which #{first_req} did not carry: \
-                     a replay of the id acknowledges it unapplied",
+                    "request #{req_id} of u{user} re-used batch id {batch} for {} {} v{}, \
+                     which request #{without} under the same id did not carry: if the \
+                     server recorded #{without}, a replay acknowledges it unapplied",
                     op.kind.as_str(),
                     key(op.entity_type, &op.entity_id),
                     op.version
                 ),
             );
         }
+        calls.push((*req_id, ops.iter().map(carried).collect()));
     }
     t.finish("stable_batch_ids")
 }
@@ -1196,7 +1199,7 @@ mod tests {
         );
         assert!(r
             .detail
-            .contains("request #2 of u0 re-used batch id batch-1 of request #1"));
+            .contains("request #2 of u0 re-used batch id batch-1 for update player/u0_player_1 v4, which request #1"));
         assert!(r.detail.contains("v4"), "{}", r.detail);
         // Another kind at the same version is other content too.
         let run = run_of(vec![
@@ -1215,6 +1218,27 @@ mod tests {
             ),
         ]);
         assert!(!verdict(&run, "stable_batch_ids").ok);
+    }
+
+    #[test]
+    fn stable_batch_ids_holds_a_resend_to_every_earlier_call() {
+        // #1 is lost in flight, #2 (a part of it) is recorded: #3 carries
+        // what #1 did, but #2 did not (the second-tab regression, seed 226).
+        let update = || op("u", EntityType::Team, "u0_team_1", OpKind::Update, 2);
+        let create = || op("c", EntityType::Team, "u0_team_2", OpKind::Create, 1);
+        let run = run_of(vec![
+            invoke_in(1, 0, "batch-21", vec![update(), create()]),
+            invoke_in(2, 0, "batch-21", vec![create()]),
+            invoke_in(3, 0, "batch-21", vec![update()]),
+        ]);
+        let r = verdict(&run, "stable_batch_ids");
+        assert!(!r.ok);
+        assert_eq!(r.first_offender.as_deref(), Some("team/u0_team_1 (op u)"));
+        assert!(
+            r.detail.contains("which request #2 under the same id"),
+            "{}",
+            r.detail
+        );
     }
 
     fn queued(id: &str, status: OpStatus, quarantined: bool, data: Value) -> SyncOperation {

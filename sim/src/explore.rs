@@ -118,7 +118,7 @@ pub const BUGS: &[PlantedBug] = &[
     },
     PlantedBug {
         name: "no-tab-lock",
-        breaks: "a second tab of the app runs its own engine on the shared queue: its start resets the first tab's calls in flight and sends them again; a tab closed mid-call leaves its operations syncing until some engine starts again, which the tab that lives on never does; and one tab's completion re-queues an operation the other has re-sent under its batch id, which is then re-sent in part, so the server records the id with the part and answers the rest as a replay (lost writes)",
+        breaks: "a second tab of the app runs its own engine on the shared queue: its start resets the first tab's calls in flight and sends them again; a tab closed mid-call leaves its operations syncing until some engine starts again, which the tab that lives on never does; and one tab's completion re-queues an operation the other has re-sent under its batch id, which is then re-sent in part, so the server records the id with the part and the rest is refused (22023; it used to be answered as a replay, a lost write)",
         caught_by: "convergence",
         scenario: "second-tab",
         kind: BugKind::Switch("tab_lock"),

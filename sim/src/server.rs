@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use sync_core::payload::{BulkSyncPayload, EntityVersion};
 use sync_core::remote::{GameSave, RemoteError};
@@ -326,12 +326,39 @@ enum Undo {
     Batch((UserId, String)),
 }
 
+/// A row of `sync_batches`: the call's result and the versions it carried
+/// (`None`: an unversioned call).
+struct BatchRecord {
+    result: Value,
+    versions: Option<BTreeSet<(EntityType, String, i64)>>,
+}
+
+impl BatchRecord {
+    fn new(result: Value, p: &BulkSyncPayload) -> BatchRecord {
+        BatchRecord {
+            result,
+            versions: versions_carried(p),
+        }
+    }
+}
+
+/// `p_versions` as a set (`None` when the payload carries none, as 017's
+/// NULL).
+fn versions_carried(p: &BulkSyncPayload) -> Option<BTreeSet<(EntityType, String, i64)>> {
+    (!p.versions.is_empty()).then(|| {
+        p.versions
+            .iter()
+            .map(|v| (v.entity_type, v.id.clone(), v.version))
+            .collect()
+    })
+}
+
 /// The server's state.
 #[derive(Default)]
 pub struct ServerModel {
     tables: BTreeMap<&'static str, BTreeMap<RowKey, Row>>,
     versions: BTreeMap<(UserId, EntityType, String), (i64, bool)>,
-    batches: BTreeMap<(UserId, String), Value>,
+    batches: BTreeMap<(UserId, String), BatchRecord>,
     undo: Vec<Undo>,
     /// Bumped by every applied write and restored by a rollback: a rejected
     /// call that changed it wrote something (a partial write).
@@ -871,7 +898,19 @@ impl ServerModel {
         }
         if let Some(b) = &p.batch_id {
             if let Some(stored) = self.batches.get(&(user, b.clone())) {
-                let mut result = stored.clone();
+                // A batch id names one request's content: a re-send may
+                // carry fewer versions than the call that claimed the id,
+                // never another (017). Answering it from the record would
+                // acknowledge a write that was never applied.
+                if let (Some(claimed), Some(carried)) = (&stored.versions, versions_carried(p)) {
+                    if !carried.is_subset(claimed) {
+                        return Err(DbError::new(
+                            "22023",
+                            format!("batch {b} re-used for operations it did not carry"),
+                        ));
+                    }
+                }
+                let mut result = stored.result.clone();
                 result["replayed"] = json!(true);
                 let effects = payload_entities(p)
                     .into_iter()
@@ -889,7 +928,8 @@ impl ServerModel {
             }
             if self.bugs.batch_id_outside_tx {
                 // Planted: recorded before (and outside) the transaction.
-                self.batches.insert((user, b.clone()), json!({}));
+                self.batches
+                    .insert((user, b.clone()), BatchRecord::new(json!({}), p));
             }
         }
         let mark = self.begin();
@@ -898,7 +938,8 @@ impl ServerModel {
             Ok((result, effects)) => {
                 if let Some(b) = &p.batch_id {
                     let key = (user, b.clone());
-                    self.batches.insert(key.clone(), result.clone());
+                    self.batches
+                        .insert(key.clone(), BatchRecord::new(result.clone(), p));
                     self.undo.push(Undo::Batch(key));
                 }
                 self.commit(mark);

@@ -191,6 +191,64 @@ fn cases(c: &mut Client) {
     assert_eq!(again, expected);
     assert_eq!(rows(c, &u, "players")[0]["name"], json!("B"));
 
+    // A versioned re-send under a recorded id may carry fewer versions than
+    // the call that claimed it (a replay), never another one: 22023, and
+    // nothing is written. The model agrees (`stable_batch_ids` holds the
+    // client to the same rule).
+    let u = uid(108);
+    let at = |id: &str, version: i64| EntityVersion {
+        entity_type: EntityType::Player,
+        id: id.into(),
+        version,
+    };
+    let claimant = BulkSyncPayload {
+        players: vec![player("p1", "A"), player("p2", "A")],
+        batch_id: Some("b1".into()),
+        versions: vec![at("p1", 3), at("p2", 1)],
+        ..Default::default()
+    };
+    let first = pg::bulk_sync(c, Some(&u), &claimant).unwrap();
+    let fewer = BulkSyncPayload {
+        players: vec![player("p1", "A")],
+        versions: vec![at("p1", 3)],
+        ..claimant.clone()
+    };
+    let mut expected = first.clone();
+    expected["replayed"] = json!(true);
+    assert_eq!(pg::bulk_sync(c, Some(&u), &fewer).unwrap(), expected);
+    let mut model = ServerModel::new();
+    let user = UserId(108);
+    model.bulk_sync_entities(Some(user), &claimant).unwrap();
+    assert!(
+        model
+            .bulk_sync_entities(Some(user), &fewer)
+            .unwrap()
+            .replayed
+    );
+    for other in [
+        // A newer edit merged into an operation of the batch.
+        BulkSyncPayload {
+            players: vec![player("p1", "newer")],
+            versions: vec![at("p1", 4)],
+            ..claimant.clone()
+        },
+        // An operation the claimant did not carry.
+        BulkSyncPayload {
+            players: vec![player("p3", "new")],
+            versions: vec![at("p3", 1)],
+            ..claimant.clone()
+        },
+    ] {
+        let e = pg::bulk_sync(c, Some(&u), &other).unwrap_err();
+        assert_eq!(e.sqlstate, "22023", "{e:?}");
+        let e = model.bulk_sync_entities(Some(user), &other).err();
+        assert_eq!(e.map(|e| e.sqlstate), Some("22023".to_string()));
+    }
+    assert_eq!(rows(c, &u, "players").len(), 2);
+    assert!(rows(c, &u, "players")
+        .iter()
+        .all(|r| r["name"] == json!("A")));
+
     // A stale version changes nothing; a late upsert after a delete does not
     // resurrect; a newer version does.
     let u = uid(105);
