@@ -997,13 +997,8 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
         return timed_out(shared);
     }
     sleep(Duration::from_millis(work_ms as u64)).await;
-    if let Some((user, batch)) = &unrecorded_at_arrival {
-        if shared
-            .server
-            .lock()
-            .expect("server")
-            .has_batch(*user, batch)
-        {
+    if let Some(key) = &unrecorded_at_arrival {
+        if recorded(key) {
             return reject(
                 shared,
                 RemoteError::database(
