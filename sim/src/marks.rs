@@ -53,6 +53,14 @@ pub const MARKS: &[(&str, &str)] = &[
     ),
     ("server_5xx", "the server answered a 5xx burst status"),
     (
+        "roster_rows_unseen",
+        "a roster replacement without a version began before another call's roster rows committed, and its DELETE misses them (PostgreSQL: 23505 on a shared player, else both rosters stay)",
+    ),
+    (
+        "game_created_unseen",
+        "a game save without a version began before another call that created the game committed: it finds no row, answers version 1 again and overwrites",
+    ),
+    (
         "statement_timeout",
         "a call ran past the statement timeout and was cancelled (57014)",
     ),

@@ -124,6 +124,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "reload-mid-slow-call",
         include_str!("../../scenarios/reload-mid-slow-call.toml"),
     ),
+    (
+        "roster-overlap",
+        include_str!("../../scenarios/roster-overlap.toml"),
+    ),
 ];
 
 /// A scenario file.

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use sync_core::payload::{BulkSyncPayload, EntityVersion};
 use sync_core::remote::{GameSave, RemoteError};
@@ -351,6 +351,288 @@ fn versions_carried(p: &BulkSyncPayload) -> Option<BTreeSet<(EntityType, String,
             .map(|v| (v.entity_type, v.id.clone(), v.version))
             .collect()
     })
+}
+
+/// What a call that ran beside others could not see when it replaced a
+/// roster. The model applies a call at one instant; PostgreSQL runs it
+/// statement by statement under READ COMMITTED, and `_sync_roster` takes
+/// no lock before its `DELETE FROM team_players`: rows a concurrent call
+/// committed after that DELETE began are not deleted, and inserting one of
+/// them again fails on the key (23505). Rows that do not clash stay, so the
+/// team ends with both rosters. `tests/postgres.rs` (`overlapping_rosters`)
+/// holds the model to PostgreSQL on both outcomes. A versioned roster is
+/// ordered by the gate's row lock and sees everything.
+///
+/// `save_game_with_relations` has the same gap for a game a concurrent call
+/// creates: its `SELECT ... FOR UPDATE` finds no row to lock, so the save
+/// takes the game for new, answers version 1 again and then overwrites the
+/// other call's row (at version 1) once its upsert has waited for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Per team: `team_players` ids (`<team>_<player>`) committed after
+    /// the call's roster DELETE began.
+    pub unseen_roster_rows: BTreeMap<String, BTreeSet<String>>,
+    /// Games created by calls that committed after this one began.
+    pub unseen_new_games: BTreeSet<String>,
+}
+
+/// The empty set `Snapshot::unseen` lends when nothing is unseen.
+static NOTHING_UNSEEN: BTreeSet<String> = BTreeSet::new();
+
+impl Snapshot {
+    fn unseen(&self, team_id: &str) -> &BTreeSet<String> {
+        self.unseen_roster_rows
+            .get(team_id)
+            .unwrap_or(&NOTHING_UNSEEN)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.unseen_roster_rows.values().all(BTreeSet::is_empty) && self.unseen_new_games.is_empty()
+    }
+}
+
+/// What one committed call leaves for a call that overlapped it.
+#[derive(Debug)]
+struct Footprint {
+    commit_ms: i64,
+    /// Entity rows the call wrote, locked until its commit.
+    locked: BTreeSet<(EntityType, String)>,
+    /// Per team: the `team_players` ids it inserted.
+    roster_rows: BTreeMap<String, BTreeSet<String>>,
+    /// A game it created.
+    created_game: Option<String>,
+}
+
+/// What a committed call carried that `RecentCommits::record` needs beside
+/// its effects.
+#[derive(Debug, Default)]
+pub struct Carried<'r> {
+    /// Its rosters: (team id, items).
+    pub rosters: Vec<(&'r str, &'r [Value])>,
+    /// The game it created: a save that wrote and answered version 1 (the
+    /// game had no row).
+    pub created_game: Option<&'r str>,
+}
+
+impl<'r> Carried<'r> {
+    /// A bulk call's: its rosters.
+    pub fn bulk(p: &'r BulkSyncPayload) -> Carried<'r> {
+        Carried {
+            rosters: p
+                .team_rosters
+                .iter()
+                .map(|r| (r.team_id.as_str(), r.roster.as_slice()))
+                .collect(),
+            created_game: None,
+        }
+    }
+
+    /// `set_team_roster`'s: its roster.
+    pub fn roster(team_id: &'r str, items: &'r [Value]) -> Carried<'r> {
+        Carried {
+            rosters: vec![(team_id, items)],
+            created_game: None,
+        }
+    }
+
+    /// A game save's, which answered `version`: version 1 is a creation.
+    pub fn game_save(g: &'r GameSave, version: i64) -> Carried<'r> {
+        Carried {
+            rosters: Vec::new(),
+            created_game: g
+                .game
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|_| version == 1),
+        }
+    }
+}
+
+/// The calls each user committed lately, enough to tell a call that is
+/// about to apply what it could not see (`snapshot`). Bound: a call
+/// applies within the statement timeout of its start, so a commit older
+/// than that (`keep_ms`) can matter to no call still running and is
+/// forgotten at the next record.
+#[derive(Debug, Default)]
+pub struct RecentCommits {
+    by_user: BTreeMap<UserId, VecDeque<Footprint>>,
+}
+
+impl RecentCommits {
+    /// Records a call `user` committed at `commit_ms` with these effects;
+    /// of the rosters it carried, the ones its effects say it wrote count.
+    pub fn record(
+        &mut self,
+        user: UserId,
+        commit_ms: i64,
+        effects: &[Effect],
+        carried: Carried<'_>,
+        keep_ms: i64,
+    ) {
+        let mut locked = BTreeSet::new();
+        for e in effects {
+            if matches!(e.change, Change::Upsert | Change::Delete { existed: true }) {
+                locked.insert((e.entity_type, e.entity_id.clone()));
+            }
+        }
+        let mut roster_rows = BTreeMap::new();
+        for (team, items) in carried.rosters {
+            if !locked.contains(&(EntityType::TeamRoster, team.to_string())) {
+                continue;
+            }
+            let rows: BTreeSet<String> = items
+                .iter()
+                .filter_map(|i| i.get("player_id").and_then(Value::as_str))
+                .map(|player| format!("{team}_{player}"))
+                .collect();
+            roster_rows.insert(team.to_string(), rows);
+        }
+        // Only a save that wrote: a stale one the gate skipped created
+        // nothing, whatever version it answered.
+        let created_game = carried
+            .created_game
+            .filter(|g| locked.contains(&(EntityType::Game, g.to_string())))
+            .map(str::to_string);
+        let commits = self.by_user.entry(user).or_default();
+        while commits
+            .front()
+            .is_some_and(|f| f.commit_ms <= commit_ms - keep_ms)
+        {
+            commits.pop_front();
+        }
+        commits.push_back(Footprint {
+            commit_ms,
+            locked,
+            roster_rows,
+            created_game,
+        });
+    }
+
+    /// What a call of `user` that began at `started_ms` cannot see when it
+    /// replaces the rosters of `teams` without a version. `writes_first`
+    /// are the rows it writes before its rosters: one that a later-
+    /// committed call held locked made it wait for that commit, after which
+    /// its statements see what that call (and any committed before) wrote.
+    pub fn snapshot<'t>(
+        &self,
+        user: UserId,
+        started_ms: i64,
+        teams: impl IntoIterator<Item = &'t str>,
+        writes_first: &BTreeSet<(EntityType, String)>,
+    ) -> Snapshot {
+        let Some(commits) = self.by_user.get(&user) else {
+            return Snapshot::default();
+        };
+        let since = |from_ms: i64| commits.iter().filter(move |f| f.commit_ms > from_ms);
+        let seen_from_ms = since(started_ms)
+            .filter(|f| !f.locked.is_disjoint(writes_first))
+            .map(|f| f.commit_ms)
+            .fold(started_ms, i64::max);
+        let mut snapshot = Snapshot::default();
+        for team in teams {
+            let unseen: BTreeSet<String> = since(seen_from_ms)
+                .filter_map(|f| f.roster_rows.get(team))
+                .flatten()
+                .cloned()
+                .collect();
+            if !unseen.is_empty() {
+                snapshot.unseen_roster_rows.insert(team.to_string(), unseen);
+            }
+        }
+        snapshot
+    }
+
+    /// What save `g` by `user`, begun at `started_ms`, cannot see: only
+    /// without a version (with one, the gate's row lock orders the two
+    /// saves), the game's creation by a call that committed since.
+    pub fn snapshot_for_game(&self, user: UserId, started_ms: i64, g: &GameSave) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        let game_id = g.game.get("id").and_then(Value::as_str);
+        let (Some(commits), Some(game_id), None) =
+            (self.by_user.get(&user), game_id, g.sync_version)
+        else {
+            return snapshot;
+        };
+        let created = commits
+            .iter()
+            .any(|f| f.commit_ms > started_ms && f.created_game.as_deref() == Some(game_id));
+        if created {
+            snapshot.unseen_new_games.insert(game_id.to_string());
+        }
+        snapshot
+    }
+
+    /// `snapshot` for `set_team_roster`: only without a version, and it
+    /// writes nothing before the roster.
+    pub fn snapshot_for_roster(
+        &self,
+        user: UserId,
+        started_ms: i64,
+        team_id: &str,
+        version: Option<i64>,
+    ) -> Snapshot {
+        match version {
+            None => self.snapshot(user, started_ms, [team_id], &BTreeSet::new()),
+            Some(_) => Snapshot::default(),
+        }
+    }
+
+    /// `snapshot` for a bulk call: the rosters it carries without a
+    /// version (017 passes NULL to the gate for a roster `p_versions` does
+    /// not name, so it takes no lock either), behind the rows it writes
+    /// before them.
+    pub fn snapshot_for_bulk(
+        &self,
+        user: UserId,
+        started_ms: i64,
+        p: &BulkSyncPayload,
+    ) -> Snapshot {
+        if p.team_rosters.is_empty() {
+            return Snapshot::default();
+        }
+        let versioned: BTreeSet<&str> = p
+            .versions
+            .iter()
+            .filter(|v| v.entity_type == EntityType::TeamRoster)
+            .map(|v| v.id.as_str())
+            .collect();
+        let mut teams = p
+            .team_rosters
+            .iter()
+            .map(|r| r.team_id.as_str())
+            .filter(|t| !versioned.contains(t))
+            .peekable();
+        if teams.peek().is_none() {
+            return Snapshot::default();
+        }
+        self.snapshot(user, started_ms, teams, &writes_before_rosters(p))
+    }
+}
+
+/// The rows `bulk_sync_entities` writes before its rosters (017's order:
+/// plain entities, settings, warmup plan), each locked as it is written.
+fn writes_before_rosters(p: &BulkSyncPayload) -> BTreeSet<(EntityType, String)> {
+    let mut keys = BTreeSet::new();
+    for (t, items) in [
+        (EntityType::Player, &p.players),
+        (EntityType::Team, &p.teams),
+        (EntityType::Season, &p.seasons),
+        (EntityType::Tournament, &p.tournaments),
+        (EntityType::Personnel, &p.personnel),
+    ] {
+        for item in items {
+            if let Some(id) = item.get("id").and_then(Value::as_str) {
+                keys.insert((t, id.to_string()));
+            }
+        }
+    }
+    if p.settings.is_some() {
+        keys.insert((EntityType::Settings, "app".to_string()));
+    }
+    if p.warmup_plan.is_some() {
+        keys.insert((EntityType::WarmupPlan, "default".to_string()));
+    }
+    keys
 }
 
 /// The server's state.
@@ -836,11 +1118,23 @@ impl ServerModel {
     }
 
     /// `set_team_roster` semantics (shared by the bulk call).
-    fn roster(&mut self, user: UserId, team_id: &str, roster: &[Value]) -> Result<(), DbError> {
+    /// `unseen`: rows of this team committed after the call's snapshot
+    /// (`Snapshot`); the DELETE leaves them, and re-inserting one fails.
+    fn roster(
+        &mut self,
+        user: UserId,
+        team_id: &str,
+        roster: &[Value],
+        unseen: &BTreeSet<String>,
+    ) -> Result<(), DbError> {
         if self.get("teams", &(user, team_id.to_string())).is_none() {
             return Err(DbError::new("23503", format!("team {team_id} not found")));
         }
-        self.cascade_delete(user, "team_players", "team_id", team_id);
+        for k in self.matching(user, "team_players", "team_id", team_id) {
+            if !unseen.contains(&k.1) {
+                self.del("team_players", &k);
+            }
+        }
         for item in roster {
             let mut obj = item
                 .as_object()
@@ -882,11 +1176,23 @@ impl ServerModel {
         self.batches.contains_key(&(user, batch_id.to_string()))
     }
 
-    /// `bulk_sync_entities` (migrations/017_bulk_sync_rpc.sql).
+    /// `bulk_sync_entities` (migrations/017_bulk_sync_rpc.sql), alone on
+    /// the server.
     pub fn bulk_sync_entities(
         &mut self,
         auth: Option<UserId>,
         p: &BulkSyncPayload,
+    ) -> Result<BulkOutcome, DbError> {
+        self.bulk_sync_entities_at(auth, p, &Snapshot::default())
+    }
+
+    /// `bulk_sync_entities` as a call that ran beside others sees the
+    /// tables (`Snapshot`).
+    pub fn bulk_sync_entities_at(
+        &mut self,
+        auth: Option<UserId>,
+        p: &BulkSyncPayload,
+        snapshot: &Snapshot,
     ) -> Result<BulkOutcome, DbError> {
         let user = Self::auth(auth)?;
         let total = p.op_count();
@@ -933,7 +1239,7 @@ impl ServerModel {
             }
         }
         let mark = self.begin();
-        let res = self.bulk_apply(user, p);
+        let res = self.bulk_apply(user, p, snapshot);
         match res {
             Ok((result, effects)) => {
                 if let Some(b) = &p.batch_id {
@@ -964,6 +1270,7 @@ impl ServerModel {
         &mut self,
         user: UserId,
         p: &BulkSyncPayload,
+        snapshot: &Snapshot,
     ) -> Result<(Value, Vec<Effect>), DbError> {
         let versions: BTreeMap<(EntityType, &str), i64> = p
             .versions
@@ -1072,7 +1379,13 @@ impl ServerModel {
                         effects.push(e);
                         continue;
                     }
-                    this.roster(user, &r.team_id, &r.roster)?;
+                    // Only a roster without a version: the gate's row
+                    // lock orders a versioned one after the other call.
+                    let unseen = match ver(t, &r.team_id) {
+                        None => snapshot.unseen(&r.team_id),
+                        Some(_) => &NOTHING_UNSEEN,
+                    };
+                    this.roster(user, &r.team_id, &r.roster, unseen)?;
                     effects.push(Effect {
                         entity_type: t,
                         entity_id: r.team_id.clone(),
@@ -1161,20 +1474,36 @@ impl ServerModel {
         Ok((Value::Object(result), effects))
     }
 
-    /// `save_game_with_relations`.
+    /// `save_game_with_relations`, alone on the server.
     pub fn save_game_with_relations(
         &mut self,
         auth: Option<UserId>,
         g: &GameSave,
     ) -> Result<GameOutcome, DbError> {
+        self.save_game_with_relations_at(auth, g, &Snapshot::default())
+    }
+
+    /// `save_game_with_relations` as a call that ran beside others sees the
+    /// tables (`Snapshot`).
+    pub fn save_game_with_relations_at(
+        &mut self,
+        auth: Option<UserId>,
+        g: &GameSave,
+        snapshot: &Snapshot,
+    ) -> Result<GameOutcome, DbError> {
         let user = Self::auth(auth)?;
         let id = item_id("game", &g.game)?;
+        // 016 reads the version with FOR UPDATE after the gate: a game
+        // created since this call began is no row to it (nothing to lock
+        // or wait for). Only an unversioned save gets here unordered.
+        let unseen = g.sync_version.is_none() && snapshot.unseen_new_games.contains(&id);
         self.tx(|this| {
             let key = (user, id.clone());
             let current = this
                 .get("games", &key)
                 .and_then(|r| r.get("version"))
-                .and_then(Value::as_i64);
+                .and_then(Value::as_i64)
+                .filter(|_| !unseen);
             if let Some(e) = this.gate(user, EntityType::Game, &id, g.sync_version, false) {
                 return Ok(GameOutcome {
                     version: current.unwrap_or(0),
@@ -1279,13 +1608,26 @@ impl ServerModel {
         })
     }
 
-    /// `set_team_roster`.
+    /// `set_team_roster`, alone on the server.
     pub fn set_team_roster(
         &mut self,
         auth: Option<UserId>,
         team_id: &str,
         roster: &[Value],
         version: Option<i64>,
+    ) -> Result<Vec<Effect>, DbError> {
+        self.set_team_roster_at(auth, team_id, roster, version, &Snapshot::default())
+    }
+
+    /// `set_team_roster` as a call that ran beside others sees the tables
+    /// (`Snapshot`).
+    pub fn set_team_roster_at(
+        &mut self,
+        auth: Option<UserId>,
+        team_id: &str,
+        roster: &[Value],
+        version: Option<i64>,
+        snapshot: &Snapshot,
     ) -> Result<Vec<Effect>, DbError> {
         let user = Self::auth(auth)?;
         self.tx(|this| {
@@ -1295,7 +1637,11 @@ impl ServerModel {
             if let Some(e) = this.gate(user, EntityType::TeamRoster, team_id, version, false) {
                 return Ok(vec![e]);
             }
-            this.roster(user, team_id, roster)?;
+            let unseen = match version {
+                None => snapshot.unseen(team_id),
+                Some(_) => &NOTHING_UNSEEN,
+            };
+            this.roster(user, team_id, roster, unseen)?;
             Ok(vec![Effect {
                 entity_type: EntityType::TeamRoster,
                 entity_id: team_id.to_string(),
@@ -1400,6 +1746,25 @@ impl ServerModel {
         out
     }
 
+    /// Whether a row `snapshot` hides from `user`'s call is in
+    /// `team_players` now: the call's roster DELETE will miss it.
+    pub fn meets_unseen_rows(&self, user: UserId, snapshot: &Snapshot) -> bool {
+        snapshot
+            .unseen_roster_rows
+            .values()
+            .flatten()
+            .any(|id| self.get("team_players", &(user, id.clone())).is_some())
+    }
+
+    /// Whether a game `snapshot` hides from `user`'s call is in `games`
+    /// now: the call's save will take it for new.
+    pub fn meets_unseen_game(&self, user: UserId, snapshot: &Snapshot) -> bool {
+        snapshot
+            .unseen_new_games
+            .iter()
+            .any(|id| self.get("games", &(user, id.clone())).is_some())
+    }
+
     /// The version gate's record of one entity: (version, deleted).
     pub fn entity_version(&self, user: UserId, t: EntityType, id: &str) -> Option<(i64, bool)> {
         self.versions.get(&(user, t, id.to_string())).copied()
@@ -1424,7 +1789,9 @@ impl ServerModel {
 }
 
 /// Every entity a payload names (for replay effects).
-fn payload_entities(p: &BulkSyncPayload) -> Vec<(EntityType, String)> {
+/// Every entity a bulk payload carries, in 017's order of kinds (upserts,
+/// then deletes).
+pub fn payload_entities(p: &BulkSyncPayload) -> Vec<(EntityType, String)> {
     let mut v = Vec::new();
     let ids = |items: &Vec<Value>| -> Vec<String> {
         items
@@ -1467,4 +1834,198 @@ fn payload_entities(p: &BulkSyncPayload) -> Vec<(EntityType, String)> {
         v.extend(ids.iter().map(|id| (t, id.clone())));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::payload::TeamRosterPayload;
+
+    const U: UserId = UserId(1);
+
+    fn upsert(t: EntityType, id: &str) -> Effect {
+        Effect {
+            entity_type: t,
+            entity_id: id.into(),
+            change: Change::Upsert,
+        }
+    }
+
+    fn roster_of(players: &[&str]) -> Vec<Value> {
+        players.iter().map(|p| json!({ "player_id": p })).collect()
+    }
+
+    fn roster_call(team: &str, players: &[&str], version: Option<i64>) -> BulkSyncPayload {
+        BulkSyncPayload {
+            team_rosters: vec![TeamRosterPayload {
+                team_id: team.into(),
+                roster: roster_of(players),
+            }],
+            versions: version
+                .map(|v| {
+                    vec![EntityVersion {
+                        entity_type: EntityType::TeamRoster,
+                        id: team.into(),
+                        version: v,
+                    }]
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    /// `recent` after a call committed at `commit_ms` that wrote player p1
+    /// and replaced t1's roster with `players`.
+    fn record_roster(recent: &mut RecentCommits, commit_ms: i64, players: &[&str]) {
+        let effects = [
+            upsert(EntityType::Player, "p1"),
+            upsert(EntityType::TeamRoster, "t1"),
+        ];
+        let items = roster_of(players);
+        let carried = Carried::roster("t1", &items);
+        recent.record(U, commit_ms, &effects, carried, 1_000);
+    }
+
+    fn unseen(rows: &[&str]) -> Snapshot {
+        let rows = rows.iter().map(|r| r.to_string()).collect();
+        Snapshot {
+            unseen_roster_rows: BTreeMap::from([("t1".to_string(), rows)]),
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn a_roster_committed_after_the_call_began_is_unseen() {
+        let mut recent = RecentCommits::default();
+        record_roster(&mut recent, 100, &["p0"]);
+        record_roster(&mut recent, 300, &["p1", "p2"]);
+        let call = roster_call("t1", &["p3"], None);
+        // Began between the two commits: only the second is unseen.
+        assert_eq!(
+            recent.snapshot_for_bulk(U, 200, &call),
+            unseen(&["t1_p1", "t1_p2"])
+        );
+        // Began after both, or another team, or another user: nothing.
+        assert!(recent.snapshot_for_bulk(U, 300, &call).is_empty());
+        assert!(recent
+            .snapshot_for_bulk(U, 0, &roster_call("t2", &["p1"], None))
+            .is_empty());
+        assert!(recent.snapshot_for_bulk(UserId(2), 0, &call).is_empty());
+    }
+
+    #[test]
+    fn a_versioned_roster_sees_everything() {
+        let mut recent = RecentCommits::default();
+        record_roster(&mut recent, 300, &["p1"]);
+        assert!(recent
+            .snapshot_for_bulk(U, 200, &roster_call("t1", &["p1"], Some(2)))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_row_written_first_waits_for_the_commit_that_held_it() {
+        let mut recent = RecentCommits::default();
+        record_roster(&mut recent, 300, &["p1"]);
+        // A commit that locked nothing the call writes first.
+        let items = roster_of(&["p2"]);
+        let carried = Carried::roster("t1", &items);
+        recent.record(
+            U,
+            400,
+            &[upsert(EntityType::TeamRoster, "t1")],
+            carried,
+            1_000,
+        );
+        let mut call = roster_call("t1", &["p1"], None);
+        call.players = vec![json!({"id": "p1"})];
+        // Its upsert of p1 waited for the commit at 300, which it then
+        // sees; the one at 400 it does not.
+        assert_eq!(recent.snapshot_for_bulk(U, 200, &call), unseen(&["t1_p2"]));
+    }
+
+    #[test]
+    fn commits_older_than_the_statement_timeout_are_forgotten() {
+        let mut recent = RecentCommits::default();
+        record_roster(&mut recent, 100, &["p1"]);
+        record_roster(&mut recent, 1_100, &["p2"]);
+        assert_eq!(recent.by_user[&U].len(), 1, "the commit at 100 is gone");
+        assert_eq!(
+            recent.snapshot_for_bulk(U, 0, &roster_call("t1", &["p3"], None)),
+            unseen(&["t1_p2"])
+        );
+    }
+
+    #[test]
+    fn the_roster_delete_leaves_unseen_rows_and_a_clash_fails() {
+        let mut m = ServerModel::new();
+        let setup = BulkSyncPayload {
+            teams: vec![json!({"id": "t1", "name": "Otters"})],
+            ..roster_call("t1", &["p1"], None)
+        };
+        m.bulk_sync_entities(Some(U), &setup).unwrap();
+        let other = unseen(&["t1_p1"]);
+        // No player in common: both rosters stay.
+        m.bulk_sync_entities_at(Some(U), &roster_call("t1", &["p2"], None), &other)
+            .unwrap();
+        let players: Vec<Value> = m.rows(&U)["team_players"]
+            .iter()
+            .map(|r| r["player_id"].clone())
+            .collect();
+        assert_eq!(players, vec![json!("p1"), json!("p2")]);
+        // The same player again: 23505, nothing written.
+        let before = m.rows(&U);
+        let e = m
+            .set_team_roster_at(Some(U), "t1", &roster_of(&["p1"]), None, &other)
+            .unwrap_err();
+        assert_eq!(e.sqlstate, "23505");
+        assert_eq!(m.rows(&U), before);
+        // With a version, the same call replaces the roster.
+        m.set_team_roster_at(Some(U), "t1", &roster_of(&["p1"]), Some(1), &other)
+            .unwrap();
+        assert_eq!(m.rows(&U)["team_players"].len(), 1);
+    }
+
+    #[test]
+    fn a_save_of_a_game_created_meanwhile_takes_it_for_new() {
+        let save = |score: i64, sync_version: Option<i64>| GameSave {
+            game: json!({"id": "g1", "opponent": "o", "home_score": score}),
+            players: Vec::new(),
+            events: Vec::new(),
+            assessments: Vec::new(),
+            tactical: None,
+            expected_version: None,
+            sync_version,
+        };
+        let mut m = ServerModel::new();
+        let first = m.save_game_with_relations(Some(U), &save(1, None)).unwrap();
+        assert_eq!(first.version, 1);
+        let mut recent = RecentCommits::default();
+        let created = save(1, None);
+        let carried = Carried::game_save(&created, first.version);
+        recent.record(U, 300, &first.effects, carried, 1_000);
+        // Begun before the creation committed: no row to it.
+        let snapshot = recent.snapshot_for_game(U, 200, &save(2, None));
+        assert_eq!(
+            snapshot.unseen_new_games,
+            BTreeSet::from(["g1".to_string()])
+        );
+        assert!(m.meets_unseen_game(U, &snapshot));
+        let second = m
+            .save_game_with_relations_at(Some(U), &save(2, None), &snapshot)
+            .unwrap();
+        assert_eq!(second.version, 1, "the creation answered again");
+        let games = &m.rows(&U)["games"];
+        assert_eq!(
+            (games[0]["home_score"].clone(), games[0]["version"].clone()),
+            (json!(2), json!(1))
+        );
+        // Begun after it, or with a version: it sees the game.
+        assert!(recent.snapshot_for_game(U, 300, &save(2, None)).is_empty());
+        assert!(recent
+            .snapshot_for_game(U, 200, &save(2, Some(2)))
+            .is_empty());
+        let mut other = save(2, None);
+        other.game["id"] = json!("g2");
+        assert!(recent.snapshot_for_game(U, 200, &other).is_empty());
+    }
 }

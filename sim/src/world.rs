@@ -23,7 +23,7 @@
 
 use crate::history::{Event, Outcome, ServerResult};
 use crate::nemesis::{FaultParams, FaultPlan};
-use crate::server::{DbError, ServerModel, UserId, MAX_BULK_OPS};
+use crate::server::{Carried, DbError, RecentCommits, ServerModel, Snapshot, UserId, MAX_BULK_OPS};
 use crate::workload::{Edit, WorkloadParams};
 use madsim::net::rpc::Request;
 use madsim::net::Endpoint;
@@ -164,6 +164,36 @@ impl ServerRequest {
         }
     }
 
+    /// What `RecentCommits::record` keeps of this request, committed with
+    /// `reply`.
+    fn carried(&self, reply: &Reply) -> Carried<'_> {
+        match (self, reply) {
+            (ServerRequest::Bulk(p), _) => Carried::bulk(p),
+            (
+                ServerRequest::SetRoster {
+                    team_id, roster, ..
+                },
+                _,
+            ) => Carried::roster(team_id, roster),
+            (ServerRequest::SaveGame(g), Reply::GameVersion(v)) => Carried::game_save(g, *v),
+            _ => Carried::default(),
+        }
+    }
+
+    /// What this request, begun at `started_ms`, cannot see of the calls
+    /// `user` committed since, when it replaces a roster or saves a game
+    /// without a version (`server::Snapshot`).
+    fn snapshot(&self, recent: &RecentCommits, user: UserId, started_ms: i64) -> Snapshot {
+        match self {
+            ServerRequest::Bulk(p) => recent.snapshot_for_bulk(user, started_ms, p),
+            ServerRequest::SetRoster {
+                team_id, version, ..
+            } => recent.snapshot_for_roster(user, started_ms, team_id, *version),
+            ServerRequest::SaveGame(g) => recent.snapshot_for_game(user, started_ms, g),
+            _ => Snapshot::default(),
+        }
+    }
+
     /// The request's size as JSON, counted as it is written: nothing is
     /// buffered (a 50-operation payload is kilobytes, and every request
     /// is measured).
@@ -239,6 +269,9 @@ struct Shared {
     /// user (017 claims the id first): a duplicate waits on the `Notify`
     /// until the claim is released.
     batch_claims: Mutex<BTreeMap<(UserId, String), Arc<tokio::sync::Notify>>>,
+    /// What the calls committed within the last statement timeout wrote: a
+    /// call running beside them may not see it (`server::Snapshot`).
+    recent_commits: Mutex<RecentCommits>,
     /// Fault edges no task wakes up for (see `planned_edges`), oldest
     /// first, not yet in the history.
     planned: Mutex<VecDeque<(i64, Option<u32>, String)>>,
@@ -530,6 +563,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             start: Instant::now(),
             history: Mutex::new(Vec::new()),
             batch_claims: Mutex::new(BTreeMap::new()),
+            recent_commits: Mutex::new(RecentCommits::default()),
             planned: Mutex::new(planned_edges(&plan, params.faults.fault_phase_ms)),
             marks: Mutex::new(BTreeMap::new()),
             trace,
@@ -970,6 +1004,14 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
         }
         claim = Some(BatchClaim { shared, key });
     }
+    // The statement begins once the claim is held: what commits after this
+    // a roster replacement or game save without a version may not see
+    // (`Snapshot`).
+    // With versions every roster and game save carries one and is ordered
+    // by the gate's lock, so the snapshot would be empty: the bookkeeping
+    // is skipped.
+    let started_ms = shared.now_ms();
+    let without_versions = !shared.config.hardening.versions;
     // A replay reads the record and returns, and a call that fails the
     // size check stops there: neither touches an entity table, so neither
     // is charged for its payload. The replay is decided where 017 decides
@@ -1010,14 +1052,42 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
     }
     let (applied, partial) = {
         let mut server = shared.server.lock().expect("server");
+        let snapshot = if without_versions {
+            call.request.snapshot(
+                &shared.recent_commits.lock().expect("recent commits"),
+                auth,
+                started_ms,
+            )
+        } else {
+            Snapshot::default()
+        };
+        if server.meets_unseen_rows(auth, &snapshot) {
+            shared.mark("roster_rows_unseen");
+        }
+        if server.meets_unseen_game(auth, &snapshot) {
+            shared.mark("game_created_unseen");
+        }
         let before = server.mutations();
-        let applied = apply(&mut server, &auth, &call.request);
+        let applied = apply(&mut server, &auth, &call.request, &snapshot);
         // A rejected call must leave no trace (all or nothing).
         let partial = applied.is_err() && server.mutations() != before;
         (applied, partial)
     };
     let reply = match applied {
         Ok((reply, effects)) => {
+            if without_versions {
+                shared
+                    .recent_commits
+                    .lock()
+                    .expect("recent commits")
+                    .record(
+                        auth,
+                        shared.now_ms(),
+                        &effects,
+                        call.request.carried(&reply),
+                        plan.statement_timeout_ms,
+                    );
+            }
             shared.devices[call.user as usize]
                 .last_committed_req
                 .store(call.req_id, Ordering::SeqCst);
@@ -1092,11 +1162,12 @@ fn apply(
     server: &mut ServerModel,
     auth: &UserId,
     req: &ServerRequest,
+    snapshot: &Snapshot,
 ) -> Result<(Reply, Vec<crate::server::Effect>), DbError> {
     let auth = Some(*auth);
     match req {
         ServerRequest::Bulk(p) => {
-            let out = server.bulk_sync_entities(auth, p)?;
+            let out = server.bulk_sync_entities_at(auth, p, snapshot)?;
             Ok((
                 Reply::Bulk(BulkSyncResult {
                     replayed: out.replayed,
@@ -1106,7 +1177,7 @@ fn apply(
             ))
         }
         ServerRequest::SaveGame(g) => {
-            let out = server.save_game_with_relations(auth, g)?;
+            let out = server.save_game_with_relations_at(auth, g, snapshot)?;
             Ok((Reply::GameVersion(out.version), out.effects))
         }
         ServerRequest::SetRoster {
@@ -1114,7 +1185,7 @@ fn apply(
             roster,
             version,
         } => {
-            let effects = server.set_team_roster(auth, team_id, roster, *version)?;
+            let effects = server.set_team_roster_at(auth, team_id, roster, *version, snapshot)?;
             Ok((Reply::Done, effects))
         }
         ServerRequest::Upsert {

@@ -96,4 +96,5 @@ scenarios! {
     clock_skew => "clock-skew",
     second_tab => "second-tab",
     reload_mid_slow_call => "reload-mid-slow-call",
+    roster_overlap => "roster-overlap",
 }

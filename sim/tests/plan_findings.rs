@@ -3,6 +3,7 @@
 //! describes, each within a small seed budget. If one of these stops
 //! showing, a checker or a fault went blind.
 
+use sim::history::{Event, ServerResult};
 use sim::scenario::Scenario;
 use sim::world::run_checked;
 use sync_core::engine::Preset;
@@ -78,4 +79,51 @@ fn a_name_handed_over_in_one_call_is_rejected() {
     // The plan's call applies upserts before deletes: a new member's create
     // meets the old member still holding the name it gave up.
     shows("name-handover", Preset::Batched, "no_honest_rejection");
+}
+
+#[test]
+fn overlapping_roster_replacements_miss_each_others_rows() {
+    // A roster call outlives the client's timer and its re-send replaces
+    // the same roster while it runs. Without a version, `_sync_roster`
+    // takes no lock before its DELETE, which misses the rows the other
+    // call committed meanwhile: re-inserting one fails with 23505 (and
+    // rosters with no player in common both stay), as on PostgreSQL
+    // (`overlapping_rosters` in tests/postgres.rs).
+    let s = Scenario::embedded("roster-overlap").unwrap();
+    let params = s.world_params();
+    for preset in [Preset::Batched, Preset::Individual] {
+        let first = (0..20).find(|seed| {
+            let run = run_checked(&params, *seed, s.engine_config(preset), false);
+            let collided = run.output.history.iter().any(|e| {
+                matches!(e, Event::Server { result: ServerResult::Rejected { error }, .. }
+                    if error.contains("23505") && error.contains("team_players"))
+            });
+            run.output.marks.contains_key("roster_rows_unseen") && collided
+        });
+        assert!(
+            first.is_some(),
+            "roster-overlap: {}: no overlapping roster replacement failed on a row it could not see in 20 seeds",
+            preset.as_str()
+        );
+    }
+}
+
+#[test]
+fn a_game_save_overlapping_its_creation_takes_the_game_for_new() {
+    // Two tabs save one new game at once. Without a version,
+    // `save_game_with_relations` finds no row to lock for a game the other
+    // call is creating, and answers version 1 again (PostgreSQL's
+    // behaviour, `concurrent_differential` in tests/postgres.rs).
+    let s = Scenario::embedded("second-tab").unwrap();
+    let params = s.world_params();
+    let first = (0..40).find(|seed| {
+        run_checked(&params, *seed, s.engine_config(Preset::Individual), false)
+            .output
+            .marks
+            .contains_key("game_created_unseen")
+    });
+    assert!(
+        first.is_some(),
+        "second-tab: no game save met a creation it could not see in 40 seeds"
+    );
 }

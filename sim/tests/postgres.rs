@@ -16,7 +16,9 @@ use postgres::Client;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
-use sim::server::{ServerModel, UserId};
+use sim::server::{
+    payload_entities, Carried, Effect, RecentCommits, ServerModel, Snapshot, UserId,
+};
 use std::cell::RefCell;
 use support::pg::{self, Cluster};
 use sync_core::payload::{BulkSyncPayload, EntityVersion, TeamRosterPayload};
@@ -461,32 +463,17 @@ fn named(prefix: &'static str) -> impl Strategy<Value = Value> {
     (id_strategy(prefix), "[a-c]{1,2}").prop_map(|(id, n)| json!({"id": id, "name": n}))
 }
 
+/// A version `v` for every entity `p` carries, as the hardened engine
+/// sends them.
 fn versions_for(p: &BulkSyncPayload, v: i64) -> Vec<EntityVersion> {
-    let mut out = Vec::new();
-    let mut add = |t: EntityType, id: &str| {
-        out.push(EntityVersion {
-            entity_type: t,
-            id: id.to_string(),
+    payload_entities(p)
+        .into_iter()
+        .map(|(entity_type, id)| EntityVersion {
+            entity_type,
+            id,
             version: v,
         })
-    };
-    for i in &p.players {
-        if let Some(id) = i.get("id").and_then(Value::as_str) {
-            add(EntityType::Player, id);
-        }
-    }
-    for i in &p.teams {
-        if let Some(id) = i.get("id").and_then(Value::as_str) {
-            add(EntityType::Team, id);
-        }
-    }
-    for id in &p.delete_player_ids {
-        add(EntityType::Player, id);
-    }
-    for id in &p.delete_team_ids {
-        add(EntityType::Team, id);
-    }
-    out
+        .collect()
 }
 
 fn bulk_strategy() -> impl Strategy<Value = BulkSyncPayload> {
@@ -595,19 +582,63 @@ fn real_side(c: &mut Client, user: UserId, call: &Call) -> String {
 
 /// `call` on the model: Ok values exactly, errors by SQLSTATE class.
 fn model_side(m: &mut ServerModel, user: UserId, call: &Call) -> String {
+    model_call(m, user, call, &Snapshot::default()).0
+}
+
+/// `model_side` for a call that sees the tables as `snapshot` says, with
+/// the effects of a call that committed.
+fn model_call(
+    m: &mut ServerModel,
+    user: UserId,
+    call: &Call,
+    snapshot: &Snapshot,
+) -> (String, Vec<Effect>) {
     let u = Some(user);
     let answer = match call {
         Call::Bulk(p) => m
-            .bulk_sync_entities(u, p)
-            .map(|o| format!("ok {}", o.result)),
+            .bulk_sync_entities_at(u, p, snapshot)
+            .map(|o| (format!("ok {}", o.result), o.effects)),
         Call::Game(g) => m
-            .save_game_with_relations(u, g)
-            .map(|o| format!("ok {}", o.version)),
-        Call::Roster(t, r, v) => m.set_team_roster(u, t, r, *v).map(|_| "ok".into()),
-        Call::Upsert(t, d, v) => m.upsert_entity(u, *t, d, *v).map(|_| "ok".into()),
-        Call::Delete(t, id, v) => m.delete_entity(u, *t, id, *v).map(|_| "ok".into()),
+            .save_game_with_relations_at(u, g, snapshot)
+            .map(|o| (format!("ok {}", o.version), o.effects)),
+        Call::Roster(t, r, v) => m
+            .set_team_roster_at(u, t, r, *v, snapshot)
+            .map(|e| ("ok".into(), e)),
+        Call::Upsert(t, d, v) => m.upsert_entity(u, *t, d, *v).map(|e| ("ok".into(), e)),
+        Call::Delete(t, id, v) => m.delete_entity(u, *t, id, *v).map(|e| ("ok".into(), e)),
     };
-    answer.unwrap_or_else(|e| class(&e.sqlstate))
+    answer.unwrap_or_else(|e| (class(&e.sqlstate), Vec::new()))
+}
+
+/// The model running `first`, then `second` begun before `first`
+/// committed, as the simulator's server node runs two calls that overlap
+/// (`RecentCommits`): with versions the same as one after the other;
+/// without, the second's roster DELETE misses what the first wrote unless a
+/// row lock made it wait first, and its game save misses the game the
+/// first created. Returns both answers.
+fn model_overlapped(m: &mut ServerModel, user: UserId, first: &Call, second: &Call) -> [String; 2] {
+    let (first_answer, effects) = model_call(m, user, first, &Snapshot::default());
+    let carried = match first {
+        Call::Bulk(p) => Carried::bulk(p),
+        Call::Roster(t, r, _) => Carried::roster(t, r),
+        Call::Game(g) => match first_answer
+            .strip_prefix("ok ")
+            .and_then(|v| v.parse().ok())
+        {
+            Some(version) => Carried::game_save(g, version),
+            None => Carried::default(),
+        },
+        _ => Carried::default(),
+    };
+    let mut recent = RecentCommits::default();
+    recent.record(user, 2, &effects, carried, 60_000);
+    let snapshot = match second {
+        Call::Bulk(p) => recent.snapshot_for_bulk(user, 1, p),
+        Call::Roster(t, _, v) => recent.snapshot_for_roster(user, 1, t, *v),
+        Call::Game(g) => recent.snapshot_for_game(user, 1, g),
+        _ => Snapshot::default(),
+    };
+    [first_answer, model_call(m, user, second, &snapshot).0]
 }
 
 /// Both results, reduced to what must agree.
@@ -848,70 +879,162 @@ fn concurrent_versions(cluster: &Cluster) {
 }
 
 /// Two roster replacements of one team that overlap (the plan re-sends a
-/// call after its client timeout while the first still runs). A plan
-/// finding: without versions the second call's DELETE does not see the
-/// rows the first inserted (its snapshot predates their commit), so its
-/// INSERT fails on `team_players`' key: 23505 for an honest call, which the
-/// app's error table reads as "already exists". With versions (hardened)
-/// the gate serializes the two and the newer roster wins. The model
-/// applies a call at one instant and shows neither.
+/// call after its client timeout while the first still runs), on
+/// PostgreSQL and on the model given the `Snapshot` the simulator's server
+/// node would give the second call (it began before the first committed).
+/// Answers and tables must agree. The plan's findings, without versions:
+/// - the second call's DELETE does not see the rows the first inserted
+///   (its snapshot predates their commit), so re-inserting the same player
+///   fails on `team_players`' key: 23505 for an honest call, which the
+///   app's error table reads as "already exists";
+/// - rosters with no player in common both stay: the team ends with the
+///   union of the two, a roster nobody wrote.
+///
+/// Two overlaps that end well: a second call that first upserts a row the
+/// first holds waits for its commit, and its roster DELETE then sees
+/// everything; with versions (hardened) the gate's row lock orders the two
+/// and the newer roster wins.
 fn overlapping_rosters(cluster: &Cluster) {
     let db = "rosters";
     let mut first_conn = cluster.fresh_database(db);
     let mut watcher = cluster.connect(db);
-    for (n, versioned) in [(920, false), (921, true)] {
-        let u = uid(n);
-        let team = BulkSyncPayload {
-            players: vec![player("p1", "Ann")],
-            teams: vec![json!({"id": "t1", "name": "Otters"})],
-            ..Default::default()
-        };
-        pg::bulk_sync(&mut first_conn, Some(&u), &team).expect("team and player");
-        let roster = |jersey: i64| BulkSyncPayload {
-            team_rosters: vec![TeamRosterPayload {
-                team_id: "t1".into(),
-                roster: vec![json!({"player_id": "p1", "name": "Ann", "jersey_number": jersey})],
-            }],
-            versions: if versioned {
+    let entry = |p: &str, jersey: i64| json!({"player_id": p, "name": p, "jersey_number": jersey});
+    let roster = |entries: Vec<Value>, version: Option<i64>| BulkSyncPayload {
+        team_rosters: vec![TeamRosterPayload {
+            team_id: "t1".into(),
+            roster: entries,
+        }],
+        versions: version
+            .map(|v| {
                 vec![EntityVersion {
                     entity_type: EntityType::TeamRoster,
                     id: "t1".into(),
-                    version: jersey,
+                    version: v,
                 }]
-            } else {
-                Vec::new()
-            },
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let with_player = |mut p: BulkSyncPayload| {
+        p.players = vec![player("p1", "p1")];
+        p
+    };
+    struct Case {
+        n: u32,
+        what: &'static str,
+        old_roster: Vec<Value>,
+        first: BulkSyncPayload,
+        second: BulkSyncPayload,
+        /// The second call's answer: Ok(team_rosters) or Err(SQLSTATE).
+        answer: Result<i64, &'static str>,
+        /// (player, jersey) left on the team.
+        left: Vec<(&'static str, i64)>,
+    }
+    let cases = [
+        Case {
+            n: 920,
+            what: "unversioned, one player in both: 23505",
+            old_roster: Vec::new(),
+            first: roster(vec![entry("p1", 1)], None),
+            second: roster(vec![entry("p1", 2)], None),
+            answer: Err("23505"),
+            left: vec![("p1", 1)],
+        },
+        Case {
+            n: 921,
+            what: "versioned: the newer roster wins",
+            old_roster: Vec::new(),
+            first: roster(vec![entry("p1", 1)], Some(1)),
+            second: roster(vec![entry("p1", 2)], Some(2)),
+            answer: Ok(1),
+            left: vec![("p1", 2)],
+        },
+        Case {
+            n: 922,
+            what: "unversioned, no player in common: both rosters stay",
+            old_roster: vec![entry("p0", 0)],
+            first: roster(vec![entry("p1", 1)], None),
+            second: roster(vec![entry("p2", 2)], None),
+            answer: Ok(1),
+            left: vec![("p1", 1), ("p2", 2)],
+        },
+        Case {
+            n: 923,
+            what: "unversioned, behind a player both upsert: the second replaces",
+            old_roster: Vec::new(),
+            first: with_player(roster(vec![entry("p1", 1)], None)),
+            second: with_player(roster(vec![entry("p1", 2)], None)),
+            answer: Ok(1),
+            left: vec![("p1", 2)],
+        },
+    ];
+    for case in cases {
+        let (n, what) = (case.n, case.what);
+        let u = uid(n);
+        let user = UserId(n);
+        let mut setup = BulkSyncPayload {
+            players: vec![player("p0", "p0"), player("p1", "p1"), player("p2", "p2")],
+            teams: vec![json!({"id": "t1", "name": "Otters"})],
             ..Default::default()
         };
+        if !case.old_roster.is_empty() {
+            setup.team_rosters = roster(case.old_roster.clone(), None).team_rosters;
+        }
+        pg::bulk_sync(&mut first_conn, Some(&u), &setup).expect("team and players");
         let (_, second) = overlapping_bulk(
             cluster,
             db,
             &mut first_conn,
             &mut watcher,
             &u,
-            &roster(1),
-            &roster(2),
+            &case.first,
+            &case.second,
             true,
         );
-        let jerseys: Vec<Value> = rows(&mut watcher, &u, "team_players")
+        let real_rows = pg::dump(&mut watcher, &u);
+        let left: Vec<(String, i64)> = real_rows["team_players"]
             .iter()
-            .map(|r| r["jersey_number"].clone())
+            .map(|r| {
+                let p = r["player_id"].as_str().unwrap_or_default().to_string();
+                (p, r["jersey_number"].as_i64().unwrap_or(-1))
+            })
             .collect();
-        if versioned {
-            let second = second.unwrap_or_else(|e| panic!("user {n}: {e:?}"));
-            assert_eq!(second["team_rosters"], json!(1), "user {n}: {second}");
-            assert_eq!(jerseys, vec![json!(2)], "user {n}: the newer roster wins");
-        } else {
-            let e = second.expect_err("the plan's overlapping roster write");
-            assert_eq!(e.sqlstate, "23505", "user {n}: {e:?}");
-            assert_eq!(jerseys, vec![json!(1)], "user {n}: the first roster stays");
-        }
+        let expected: Vec<(String, i64)> =
+            case.left.iter().map(|(p, j)| (p.to_string(), *j)).collect();
+        assert_eq!(left, expected, "user {n} ({what}): the team's roster");
+        let real_answer = second
+            .as_ref()
+            .map(|r| r["team_rosters"].as_i64().unwrap_or(-1))
+            .map_err(|e| e.sqlstate.as_str());
+        assert_eq!(real_answer, case.answer, "user {n} ({what}): {second:?}");
+
+        // The model, as the server node runs two calls that overlap.
+        let mut model = ServerModel::new();
+        model_side(&mut model, user, &Call::Bulk(Box::new(setup)));
+        let [_, model_second] = model_overlapped(
+            &mut model,
+            user,
+            &Call::Bulk(Box::new(case.first)),
+            &Call::Bulk(Box::new(case.second)),
+        );
+        let real_second = match &second {
+            Ok(v) => format!("ok {v}"),
+            Err(e) => class(&e.sqlstate),
+        };
+        assert_eq!(
+            model_second, real_second,
+            "user {n} ({what}): the model's answer"
+        );
+        assert_eq!(
+            model.rows(&user),
+            real_rows,
+            "user {n} ({what}): the model's tables"
+        );
     }
 }
 
-/// `call` with a version wherever it has none: the hardened engine always
-/// sends one, and the plan's unversioned writes are known not to survive
-/// overlap (`overlapping_rosters`).
+/// `call` with a version wherever it has none, as the hardened engine
+/// sends it.
 fn versioned(call: Call) -> Call {
     match call {
         Call::Bulk(mut p) => {
@@ -948,13 +1071,33 @@ fn at_version(call: &Call, v: i64) -> Call {
     }
 }
 
+/// `call` without any version: the plan's call.
+fn unversioned(call: &Call) -> Call {
+    match call.clone() {
+        Call::Bulk(mut p) => {
+            p.versions = Vec::new();
+            Call::Bulk(p)
+        }
+        Call::Game(mut g) => {
+            g.sync_version = None;
+            Call::Game(g)
+        }
+        Call::Roster(t, r, _) => Call::Roster(t, r, None),
+        Call::Upsert(t, d, _) => Call::Upsert(t, d, None),
+        Call::Delete(t, id, _) => Call::Delete(t, id, None),
+    }
+}
+
 /// The differential test with concurrency: after a serial prefix, two
-/// versioned calls overlap on PostgreSQL (the first held open until the
-/// second waits on it or finishes, then committed). Both answers and the
-/// tables must be those of the model running the two one after the other,
-/// in one order or the other (READ COMMITTED gives no more; which order
-/// depends on where the second call met the first's locks). This is how
-/// the model stays trustworthy where it applies a call at one instant.
+/// calls overlap on PostgreSQL (the first held open until the second waits
+/// on it or finishes, then committed). Both answers and the tables must be
+/// those of the model running the two one after the other, in one order
+/// or the other, the later one begun before the earlier committed
+/// (`model_overlapped`). With versions that is plain serial order (READ
+/// COMMITTED gives no more; which order depends on where the second call
+/// met the first's locks); without, a roster replacement may miss the
+/// other call's rows. This is how the model stays trustworthy where it
+/// applies a call at one instant.
 /// Returns (cases, cases whose second call waited on the first).
 fn concurrent_differential(cluster: &Cluster) -> (u32, u32) {
     let db = "concurrent";
@@ -964,20 +1107,31 @@ fn concurrent_differential(cluster: &Cluster) -> (u32, u32) {
     let next_user = RefCell::new(2_000u32);
     let waited_cases = RefCell::new(0u32);
     let conns = RefCell::new((&mut first_conn, &mut watcher));
-    // The first call at a version of 1 to 5; the second an unrelated call,
-    // or (half the time) the first's writes again at a version of 1 to 5:
-    // a re-send overlapping the call it repeats (the engine's case after a
-    // client timeout), older, equal or newer.
+    // The first call at a version of 1 to 5, or (a quarter of the time)
+    // with none, as the plan sends it; the second an unrelated call, or
+    // (half the time) the first's writes again, at a version of 1 to 5 or
+    // again with none: a re-send overlapping the call it repeats (the
+    // engine's case after a client timeout), older, equal or newer.
     let calls = (
         prop::collection::vec(call_strategy().prop_map(versioned), 0..6),
-        (call_strategy(), 1i64..6),
+        (call_strategy(), prop::option::weighted(0.75, 1i64..6)),
         call_strategy().prop_map(versioned),
         prop::option::of(1i64..6),
     );
     runner
         .run(&calls, |(prefix, (a, a_at), other, resend_at)| {
-            let a = at_version(&a, a_at);
+            // The plan's world: no call carries a version.
+            let plan = a_at.is_none();
+            let (prefix, a, other) = match a_at {
+                Some(v) => (prefix, at_version(&a, v), other),
+                None => (
+                    prefix.iter().map(unversioned).collect(),
+                    unversioned(&a),
+                    unversioned(&other),
+                ),
+            };
             let b = match resend_at {
+                Some(_) if plan => a.clone(),
                 Some(v) => at_version(&a, v),
                 None => other,
             };
@@ -1011,7 +1165,7 @@ fn concurrent_differential(cluster: &Cluster) -> (u32, u32) {
                 for call in &prefix {
                     model_side(&mut m, user, call);
                 }
-                let answers: Vec<String> = order.iter().map(|c| model_side(&mut m, user, c)).collect();
+                let answers = model_overlapped(&mut m, user, order[0], order[1]);
                 (answers, m.rows(&user))
             };
             let (ab, ab_rows) = serial([&a, &b]);
@@ -1020,7 +1174,7 @@ fn concurrent_differential(cluster: &Cluster) -> (u32, u32) {
             let as_ba = real_b == ba[0] && real_a == ba[1] && real_rows == ba_rows;
             if !(as_ab || as_ba) {
                 return Err(TestCaseError::fail(format!(
-                    "overlapping calls ended in no serial order\nprefix: {prefix:?}\nfirst: {a:?}\nsecond: {b:?}\n\
+                    "overlapping calls ended in no order of the model\nprefix: {prefix:?}\nfirst: {a:?}\nsecond: {b:?}\n\
                      waited: {waited}\nreal: {real_a} / {real_b}\nmodel a, b: {ab:?}\nmodel b, a: {ba:?}\n\
                      real rows: {real_rows:?}\nmodel rows a, b: {ab_rows:?}\nmodel rows b, a: {ba_rows:?}"
                 )));
@@ -1046,7 +1200,7 @@ fn migrations_on_real_postgres() {
     let n = differential(&mut d);
     println!("differential: {n} cases agreed");
     let (n, waited) = concurrent_differential(&cluster);
-    println!("concurrent differential: {n} cases in a serial order, {waited} of them overlapped on a lock");
+    println!("concurrent differential: {n} cases ended in an order of the model, {waited} of them overlapped on a lock");
     assert!(
         waited > 0,
         "no case overlapped on a lock: the concurrent test checked nothing"
