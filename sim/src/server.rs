@@ -366,7 +366,8 @@ fn versions_carried(p: &BulkSyncPayload) -> Option<BTreeSet<(EntityType, String,
 /// `save_game_with_relations` has the same gap for a game a concurrent call
 /// creates: its `SELECT ... FOR UPDATE` finds no row to lock, so the save
 /// takes the game for new, answers version 1 again and then overwrites the
-/// other call's row (at version 1) once its upsert has waited for it.
+/// other call's row (at version 1) once its upsert has waited for it
+/// (`overlapping_game_saves`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Per team: `team_players` ids (`<team>_<player>`) committed after

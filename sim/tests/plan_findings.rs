@@ -113,7 +113,7 @@ fn a_game_save_overlapping_its_creation_takes_the_game_for_new() {
     // Two tabs save one new game at once. Without a version,
     // `save_game_with_relations` finds no row to lock for a game the other
     // call is creating, and answers version 1 again (PostgreSQL's
-    // behaviour, `concurrent_differential` in tests/postgres.rs).
+    // behaviour, `overlapping_game_saves` in tests/postgres.rs).
     let s = Scenario::embedded("second-tab").unwrap();
     let params = s.world_params();
     let first = (0..40).find(|seed| {

@@ -1033,6 +1033,71 @@ fn overlapping_rosters(cluster: &Cluster) {
     }
 }
 
+/// Two saves of one new game that overlap (a re-send after a client
+/// timeout, or two tabs), on PostgreSQL and on the model as the server
+/// node runs them. Without a version the second's `SELECT ... FOR UPDATE`
+/// finds no row (the first's insert is not committed), so it takes the
+/// game for new: both answer version 1, and the second's upsert, once it
+/// has waited for the first, overwrites the row at version 1. With versions
+/// the gate orders the two: the second answers 2.
+fn overlapping_game_saves(cluster: &Cluster) {
+    let db = "games";
+    let mut first_conn = cluster.fresh_database(db);
+    let mut watcher = cluster.connect(db);
+    let save = |score: i64, sync_version: Option<i64>| GameSave {
+        game: json!({"id": "g1", "opponent": "o", "home_score": score}),
+        players: Vec::new(),
+        events: Vec::new(),
+        assessments: Vec::new(),
+        tactical: None,
+        expected_version: None,
+        sync_version,
+    };
+    for (n, versions, answer) in [(930, None, 1), (931, Some((1, 2)), 2)] {
+        let u = uid(n);
+        let user = UserId(n);
+        let first = save(1, versions.map(|(v, _)| v));
+        let second = save(2, versions.map(|(_, v)| v));
+        let g2 = second.clone();
+        let u2 = u.clone();
+        let (real_first, real_second, waited) = overlapping(
+            cluster,
+            db,
+            &mut first_conn,
+            &mut watcher,
+            &u,
+            |tx| pg::save_game_in(tx, &first),
+            move |c| pg::save_game(c, Some(&u2), &g2),
+            true,
+        );
+        assert!(
+            waited,
+            "user {n}: the second save never waited for the first"
+        );
+        let real_second = real_second.unwrap_or_else(|e| panic!("user {n}: {e:?}"));
+        assert_eq!(
+            (real_first.expect("first save"), real_second),
+            (1, answer),
+            "user {n}: the two saves' versions"
+        );
+        let real_rows = pg::dump(&mut watcher, &u);
+        let games = &real_rows["games"];
+        assert_eq!(
+            (games[0]["home_score"].clone(), games[0]["version"].clone()),
+            (json!(2), json!(answer)),
+            "user {n}: the second save's row"
+        );
+        let mut model = ServerModel::new();
+        let answers = model_overlapped(&mut model, user, &Call::Game(first), &Call::Game(second));
+        assert_eq!(
+            answers,
+            ["ok 1".to_string(), format!("ok {answer}")],
+            "user {n}: the model's answers"
+        );
+        assert_eq!(model.rows(&user), real_rows, "user {n}: the model's tables");
+    }
+}
+
 /// `call` with a version wherever it has none, as the hardened engine
 /// sends it.
 fn versioned(call: Call) -> Call {
@@ -1196,6 +1261,7 @@ fn migrations_on_real_postgres() {
     concurrent_duplicates(&cluster);
     concurrent_versions(&cluster);
     overlapping_rosters(&cluster);
+    overlapping_game_saves(&cluster);
     let mut d = cluster.fresh_database("differential");
     let n = differential(&mut d);
     println!("differential: {n} cases agreed");
