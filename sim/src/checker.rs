@@ -758,7 +758,7 @@ mod tests {
                 response_loss: 0.0,
                 latency_ms: (0, 0),
                 bandwidth_bytes_per_ms: 0,
-                server_ms_per_op: 0.0,
+                server_ms_per_row: 0.0,
                 statement_timeout_ms: 0,
                 offline: Vec::new(),
                 silent_drop: Vec::new(),

@@ -19,7 +19,7 @@ pub struct FaultParams {
     pub fault_phase_ms: i64,
     pub latency_ms: (i64, i64),
     pub bandwidth_bytes_per_ms: i64,
-    pub server_ms_per_op: f64,
+    pub server_ms_per_row: f64,
     pub statement_timeout_ms: i64,
     pub request_loss: f64,
     pub response_loss: f64,
@@ -66,7 +66,7 @@ pub struct FaultPlan {
     pub response_loss: f64,
     pub latency_ms: (i64, i64),
     pub bandwidth_bytes_per_ms: i64,
-    pub server_ms_per_op: f64,
+    pub server_ms_per_row: f64,
     pub statement_timeout_ms: i64,
     /// Per user: the device knows it is offline.
     pub offline: Vec<Vec<Window>>,
@@ -107,8 +107,8 @@ impl FaultPlan {
             self.bandwidth_bytes_per_ms.to_string(),
         );
         m.insert(
-            "server_ms_per_op".into(),
-            format!("{:.2}", self.server_ms_per_op),
+            "server_ms_per_row".into(),
+            format!("{:.2}", self.server_ms_per_row),
         );
         m.insert(
             "statement_timeout_ms".into(),
@@ -257,7 +257,7 @@ pub fn plan(p: &FaultParams, users: u32, seed: u64) -> FaultPlan {
         response_loss,
         latency_ms: p.latency_ms,
         bandwidth_bytes_per_ms: p.bandwidth_bytes_per_ms.max(1),
-        server_ms_per_op: p.server_ms_per_op,
+        server_ms_per_row: p.server_ms_per_row,
         statement_timeout_ms: p.statement_timeout_ms,
         offline,
         silent_drop,

@@ -407,8 +407,9 @@ pub struct FaultsSection {
     pub swarm: bool,
     pub latency_ms: [i64; 2],
     pub bandwidth_bytes_per_ms: i64,
-    /// Statement time per operation in a call (grows with payload size).
-    pub server_ms_per_op: f64,
+    /// Statement time per row a call writes: one per entity or delete, and
+    /// one more per player of a roster (`ServerRequest::work_units`).
+    pub server_ms_per_row: f64,
     pub statement_timeout_ms: i64,
     pub request_loss: f64,
     pub response_loss: f64,
@@ -431,7 +432,7 @@ impl Default for FaultsSection {
             swarm: false,
             latency_ms: [5, 80],
             bandwidth_bytes_per_ms: 2_000,
-            server_ms_per_op: 1.0,
+            server_ms_per_row: 1.0,
             statement_timeout_ms: 8_000,
             request_loss: 0.0,
             response_loss: 0.0,
@@ -621,8 +622,8 @@ impl Scenario {
         range("faults.latency_ms", f.latency_ms)?;
         positive("faults.bandwidth_bytes_per_ms", f.bandwidth_bytes_per_ms)?;
         positive("faults.statement_timeout_ms", f.statement_timeout_ms)?;
-        if !(f.server_ms_per_op >= 0.0 && f.server_ms_per_op.is_finite()) {
-            return Err("faults.server_ms_per_op must be >= 0".into());
+        if !(f.server_ms_per_row >= 0.0 && f.server_ms_per_row.is_finite()) {
+            return Err("faults.server_ms_per_row must be >= 0".into());
         }
         prob("faults.request_loss", f.request_loss)?;
         prob("faults.response_loss", f.response_loss)?;
@@ -740,7 +741,7 @@ impl Scenario {
             fault_phase_ms: w.fault_phase_ms,
             latency_ms: pair(f.latency_ms),
             bandwidth_bytes_per_ms: f.bandwidth_bytes_per_ms,
-            server_ms_per_op: f.server_ms_per_op,
+            server_ms_per_row: f.server_ms_per_row,
             statement_timeout_ms: f.statement_timeout_ms,
             request_loss: f.request_loss,
             response_loss: f.response_loss,

@@ -148,7 +148,7 @@ impl ScriptSection {
             response_loss: prob("response_loss", self.response_loss)?,
             latency_ms: faults.latency_ms,
             bandwidth_bytes_per_ms: faults.bandwidth_bytes_per_ms.max(1),
-            server_ms_per_op: faults.server_ms_per_op,
+            server_ms_per_row: faults.server_ms_per_row,
             statement_timeout_ms: faults.statement_timeout_ms,
             offline: per_user(),
             silent_drop: per_user(),

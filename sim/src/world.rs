@@ -152,10 +152,17 @@ impl ServerRequest {
         }
     }
 
-    /// Operations the statement works through (drives processing time).
+    /// Rows the statement writes (drives processing time): one per entity
+    /// or delete, and a roster replaces its team's rows, so it writes one
+    /// more per player, in a bulk call as in `set_team_roster`. Counting a
+    /// bulk roster as one row made the plan's calls look cheaper than
+    /// today's for the same roster.
     fn work_units(&self) -> usize {
         match self {
-            ServerRequest::Bulk(p) => p.op_count().max(1),
+            ServerRequest::Bulk(p) => {
+                let roster_rows: usize = p.team_rosters.iter().map(|r| r.roster.len()).sum();
+                (p.op_count() + roster_rows).max(1)
+            }
             ServerRequest::SaveGame(g) => {
                 1 + g.players.len() + g.events.len() + g.assessments.len()
             }
@@ -1031,7 +1038,7 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
     // Statement time grows with the payload; past the statement timeout,
     // counted from the call's arrival, the statement is cancelled and
     // nothing commits.
-    let work_ms = 2 + (plan.server_ms_per_op * work_units as f64) as i64;
+    let work_ms = 2 + (plan.server_ms_per_row * work_units as f64) as i64;
     let budget_ms = plan.statement_timeout_ms - (shared.now_ms() - arrived_ms);
     if work_ms > budget_ms {
         sleep(Duration::from_millis(budget_ms.max(0) as u64)).await;
@@ -1772,5 +1779,40 @@ pub fn run_checked(params: &WorldParams, seed: u64, config: EngineConfig, trace:
         output,
         verdicts,
         metrics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerRequest;
+    use serde_json::json;
+    use sync_core::payload::{BulkSyncPayload, TeamRosterPayload};
+
+    #[test]
+    fn a_roster_costs_the_same_statement_time_in_a_bulk_call_as_alone() {
+        let roster = vec![
+            json!({"player_id": "p1"}),
+            json!({"player_id": "p2"}),
+            json!({"player_id": "p3"}),
+        ];
+        let alone = ServerRequest::SetRoster {
+            team_id: "t1".into(),
+            roster: roster.clone(),
+            version: None,
+        };
+        let mut payload = BulkSyncPayload::default();
+        payload.players.push(json!({"id": "p4"}));
+        payload.team_rosters.push(TeamRosterPayload {
+            team_id: "t1".into(),
+            roster,
+        });
+        let bulk = ServerRequest::Bulk(Box::new(payload));
+        // The roster's own row and one per player.
+        assert_eq!(alone.work_units(), 4);
+        // The player's row besides.
+        assert_eq!(bulk.work_units(), 5);
+        // An empty call still costs its base.
+        let empty = ServerRequest::Bulk(Box::default());
+        assert_eq!(empty.work_units(), 1);
     }
 }
