@@ -1,7 +1,8 @@
 //! `migrations/` on a real PostgreSQL: the cases of the plan's PR 1 and the
 //! hardened additions, each asserting table contents afterwards; calls that
 //! overlap on two connections (one batch id twice, two versions of a new
-//! entity, two roster replacements); and two differential property tests
+//! entity, two roster replacements, two game saves, shared players in
+//! opposite orders: a deadlock); and two differential property tests
 //! that hold the simulator's server model (`sim::server::ServerModel`) to
 //! the real functions: one call at a time, and two versioned calls
 //! overlapping (the result must be the model's for one serial order).
@@ -20,6 +21,7 @@ use sim::server::{
     payload_entities, Carried, Effect, RecentCommits, ServerModel, Snapshot, UserId,
 };
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use support::pg::{self, Cluster};
 use sync_core::payload::{BulkSyncPayload, EntityVersion, TeamRosterPayload};
 use sync_core::remote::GameSave;
@@ -1033,6 +1035,152 @@ fn overlapping_rosters(cluster: &Cluster) {
     }
 }
 
+/// Two calls of one user that write shared players in opposite orders.
+/// `bulk_sync_entities` locks each item's rows as it reaches it (the
+/// version gate's row, then the entity's), in payload order within a type.
+/// A call that timed out on the client still runs on the server when the
+/// engine sends the same entities again, and an edit merged meanwhile moves
+/// its operation to the back of the queue, so the new call may list them
+/// in another order. Each call then holds a row the other needs next, and
+/// PostgreSQL aborts one of them with 40P01 (deadlock detected) after
+/// `deadlock_timeout`. In one order (by entity id) the second call waits
+/// and both commit. A third transaction holds the row of a player only the
+/// first call writes, so that each call takes its first row before either
+/// takes its second.
+fn opposite_lock_orders(cluster: &Cluster) {
+    let db = "lock_orders";
+    let mut blocker = cluster.fresh_database(db);
+    let mut watcher = cluster.connect(db);
+    let versioned = |ids: &[&str], v: i64| {
+        ids.iter()
+            .map(|id| EntityVersion {
+                entity_type: EntityType::Player,
+                id: id.to_string(),
+                version: v,
+            })
+            .collect::<Vec<_>>()
+    };
+    let call = |ids: &[&str], name: &str, version: Option<i64>| BulkSyncPayload {
+        players: ids.iter().map(|id| player(id, name)).collect(),
+        versions: version.map(|v| versioned(ids, v)).unwrap_or_default(),
+        ..Default::default()
+    };
+    // (user, what, first, second, whether one of them deadlocks)
+    let cases = [
+        (
+            940,
+            "unversioned, opposite orders",
+            call(&["p1", "p3", "p2"], "A", None),
+            call(&["p2", "p1"], "B", None),
+            true,
+        ),
+        (
+            941,
+            "versioned, opposite orders",
+            call(&["p1", "p3", "p2"], "A", Some(2)),
+            call(&["p2", "p1"], "B", Some(3)),
+            true,
+        ),
+        (
+            942,
+            "versioned, both by entity id",
+            call(&["p1", "p2", "p3"], "A", Some(2)),
+            call(&["p1", "p2"], "B", Some(3)),
+            false,
+        ),
+    ];
+    for (n, what, first, second, deadlocks) in cases {
+        let u = uid(n);
+        let setup = call(&["p1", "p2", "p3"], "old", Some(1));
+        pg::bulk_sync(&mut blocker, Some(&u), &setup).expect("players");
+        let mut hold = blocker.transaction().expect("begin blocker");
+        hold.execute(
+            "SELECT 1 FROM players WHERE user_id = $1::text::uuid AND id = 'p3' FOR UPDATE",
+            &[&u],
+        )
+        .expect("lock p3");
+        // Bound: 200 polls, 5 s, for `waiting` calls to wait on a lock.
+        let mut wait_for = |waiting: i64| {
+            for _ in 0..200 {
+                let now: i64 = watcher
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = $1 AND wait_event_type = 'Lock'",
+                        &[&db],
+                    )
+                    .expect("pg_stat_activity")
+                    .get(0);
+                if now >= waiting {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            false
+        };
+        let spawn = |p: BulkSyncPayload| {
+            let (mut c, u) = (cluster.connect(db), u.clone());
+            std::thread::spawn(move || pg::bulk_sync(&mut c, Some(&u), &p))
+        };
+        // What each call writes, to check the aborted one wrote nothing.
+        let names = [&first, &second].map(|p| {
+            p.players
+                .iter()
+                .map(|r| {
+                    (
+                        r["id"].as_str().unwrap_or_default().to_string(),
+                        r["name"].clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        let a = spawn(first);
+        assert!(
+            wait_for(1),
+            "user {n} ({what}): the first call never reached p3"
+        );
+        let b = spawn(second);
+        assert!(
+            wait_for(2),
+            "user {n} ({what}): the second call never waited"
+        );
+        hold.commit().expect("release p3");
+        let answers = [a, b].map(|t| match t.join().expect("call's thread") {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.sqlstate,
+        });
+        let expected = if deadlocks {
+            vec!["40P01", "ok"]
+        } else {
+            vec!["ok", "ok"]
+        };
+        let mut got: Vec<&str> = answers.iter().map(String::as_str).collect();
+        got.sort_unstable();
+        assert_eq!(got, expected, "user {n} ({what}): {answers:?}");
+        // A call that commits does so after the first's locks are gone
+        // (it waited, or the first was aborted), so the writes of the calls
+        // that committed stand in call order.
+        let mut left: BTreeMap<String, Value> = ["p1", "p2", "p3"]
+            .map(|p| (p.to_string(), json!("old")))
+            .into_iter()
+            .collect();
+        for (answer, writes) in answers.iter().zip(&names) {
+            if answer == "ok" {
+                left.extend(writes.iter().cloned());
+            }
+        }
+        let real: BTreeMap<String, Value> = rows(&mut watcher, &u, "players")
+            .into_iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap_or_default().to_string(),
+                    r["name"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(real, left, "user {n} ({what}): players after {answers:?}");
+    }
+}
+
 /// Two saves of one new game that overlap (a re-send after a client
 /// timeout, or two tabs), on PostgreSQL and on the model as the server
 /// node runs them. Without a version the second's `SELECT ... FOR UPDATE`
@@ -1262,6 +1410,7 @@ fn migrations_on_real_postgres() {
     concurrent_versions(&cluster);
     overlapping_rosters(&cluster);
     overlapping_game_saves(&cluster);
+    opposite_lock_orders(&cluster);
     let mut d = cluster.fresh_database("differential");
     let n = differential(&mut d);
     println!("differential: {n} cases agreed");
