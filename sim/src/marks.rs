@@ -53,6 +53,14 @@ pub const MARKS: &[(&str, &str)] = &[
     ),
     ("server_5xx", "the server answered a 5xx burst status"),
     (
+        "lock_waited",
+        "a server call reached a row another running call of its user had written, and waited for that call to end",
+    ),
+    (
+        "deadlock_detected",
+        "two running server calls of one user each held a row the other needed; one failed with 40P01",
+    ),
+    (
         "roster_rows_unseen",
         "a roster replacement without a version began before another call's roster rows committed, and its DELETE misses them (PostgreSQL: 23505 on a shared player, else both rosters stay)",
     ),

@@ -1767,6 +1767,15 @@ impl ServerModel {
     }
 
     /// The version gate's record of one entity: (version, deleted).
+    /// The ids of `team_id`'s roster rows (`{team}_{player}`) now
+    /// committed for `user`.
+    pub fn roster_row_ids(&self, user: UserId, team_id: &str) -> Vec<String> {
+        self.matching(user, "team_players", "team_id", team_id)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()
+    }
+
     pub fn entity_version(&self, user: UserId, t: EntityType, id: &str) -> Option<(i64, bool)> {
         self.versions.get(&(user, t, id.to_string())).copied()
     }
@@ -1789,9 +1798,116 @@ impl ServerModel {
     }
 }
 
-/// Every entity a payload names (for replay effects).
+/// What a call locks for one item of its payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lock {
+    /// The entity's row (and its version row, with a version).
+    Row(EntityType, String),
+    /// A roster replacement: the team's rows it deletes (those committed
+    /// when it runs) and the rows it inserts, one per player, in order;
+    /// with a version, the gate's version row first. Without one nothing
+    /// is locked before the DELETE, so a roster that shares no row with
+    /// another call's waits for nothing.
+    Roster {
+        team_id: String,
+        players: Vec<String>,
+        versioned: bool,
+    },
+}
+
+/// The player each roster entry names, in order (empty where none: the
+/// server rejects such an entry when it applies it).
+pub fn roster_players(roster: &[Value]) -> Vec<String> {
+    roster
+        .iter()
+        .map(|e| {
+            e.get("player_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// What a bulk call locks, one entry per item, in the order 017 reaches
+/// them (plain upserts parents first, settings, warmup plan, rosters,
+/// adjustments, then deletes children first; payload order within each
+/// array), each with the rows the call writes before it (a roster writes
+/// one per player besides its own).
+pub fn lock_order(p: &BulkSyncPayload) -> Vec<(Lock, usize)> {
+    let mut keys: Vec<(Lock, usize)> = Vec::new();
+    let mut rows = 0;
+    let mut push = |lock: Lock, written: usize| {
+        keys.push((lock, rows));
+        rows += written;
+    };
+    let row = |t: EntityType, id: &str| Lock::Row(t, id.to_string());
+    let id_of = |item: &Value| {
+        item.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (t, items) in [
+        (EntityType::Player, &p.players),
+        (EntityType::Team, &p.teams),
+        (EntityType::Season, &p.seasons),
+        (EntityType::Tournament, &p.tournaments),
+        (EntityType::Personnel, &p.personnel),
+    ] {
+        for item in items {
+            push(row(t, &id_of(item)), 1);
+        }
+    }
+    if p.settings.is_some() {
+        push(row(EntityType::Settings, "app"), 1);
+    }
+    if p.warmup_plan.is_some() {
+        push(row(EntityType::WarmupPlan, "default"), 1);
+    }
+    for r in &p.team_rosters {
+        let players = roster_players(&r.roster);
+        let versioned = p
+            .versions
+            .iter()
+            .any(|v| v.entity_type == EntityType::TeamRoster && v.id == r.team_id);
+        push(
+            Lock::Roster {
+                team_id: r.team_id.clone(),
+                players,
+                versioned,
+            },
+            1 + r.roster.len(),
+        );
+    }
+    for item in &p.player_adjustments {
+        push(row(EntityType::PlayerAdjustment, &id_of(item)), 1);
+    }
+    // Deletes children first; the warmup plan's (no id list) second.
+    for (t, ids) in [
+        (
+            EntityType::PlayerAdjustment,
+            &p.delete_player_adjustment_ids[..],
+        ),
+        (EntityType::WarmupPlan, &[][..]),
+        (EntityType::Personnel, &p.delete_personnel_ids[..]),
+        (EntityType::Tournament, &p.delete_tournament_ids[..]),
+        (EntityType::Season, &p.delete_season_ids[..]),
+        (EntityType::Team, &p.delete_team_ids[..]),
+        (EntityType::Player, &p.delete_player_ids[..]),
+    ] {
+        if t == EntityType::WarmupPlan && p.delete_warmup_plan {
+            push(row(t, "default"), 1);
+        }
+        for id in ids {
+            push(row(t, id), 1);
+        }
+    }
+    keys
+}
+
 /// Every entity a bulk payload carries, in 017's order of kinds (upserts,
-/// then deletes).
+/// then deletes), for replay effects.
 pub fn payload_entities(p: &BulkSyncPayload) -> Vec<(EntityType, String)> {
     let mut v = Vec::new();
     let ids = |items: &Vec<Value>| -> Vec<String> {

@@ -23,7 +23,9 @@
 
 use crate::history::{Event, Outcome, ServerResult};
 use crate::nemesis::{FaultParams, FaultPlan};
-use crate::server::{Carried, DbError, RecentCommits, ServerModel, Snapshot, UserId, MAX_BULK_OPS};
+use crate::server::{
+    Carried, DbError, Lock, RecentCommits, ServerModel, Snapshot, UserId, MAX_BULK_OPS,
+};
 use crate::workload::{Edit, WorkloadParams};
 use madsim::net::rpc::Request;
 use madsim::net::Endpoint;
@@ -31,7 +33,7 @@ use madsim::runtime::{Handle, Runtime};
 use madsim::time::{sleep, timeout, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::{c_int, c_void};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -171,6 +173,41 @@ impl ServerRequest {
         }
     }
 
+    /// What the request locks, in the order it reaches it, each with the
+    /// rows it writes before (`server::lock_order` for a bulk call; the
+    /// others lock their entity's rows first).
+    fn lock_order(&self) -> Vec<(Lock, usize)> {
+        let lock = match self {
+            ServerRequest::Bulk(p) => return crate::server::lock_order(p),
+            ServerRequest::SaveGame(g) => Lock::Row(EntityType::Game, entity_id_of(&g.game)),
+            ServerRequest::SetRoster {
+                team_id,
+                roster,
+                version,
+            } => Lock::Roster {
+                team_id: team_id.clone(),
+                players: crate::server::roster_players(roster),
+                versioned: version.is_some(),
+            },
+            ServerRequest::Upsert {
+                entity_type, data, ..
+            } => {
+                let id = match entity_type {
+                    EntityType::Settings => "app".to_string(),
+                    EntityType::WarmupPlan => "default".to_string(),
+                    _ => entity_id_of(data),
+                };
+                Lock::Row(*entity_type, id)
+            }
+            ServerRequest::Delete {
+                entity_type,
+                entity_id,
+                ..
+            } => Lock::Row(*entity_type, entity_id.clone()),
+        };
+        vec![(lock, 0)]
+    }
+
     /// What `RecentCommits::record` keeps of this request, committed with
     /// `reply`.
     fn carried(&self, reply: &Reply) -> Carried<'_> {
@@ -211,6 +248,19 @@ impl ServerRequest {
             Err(_) => 0,
         }
     }
+}
+
+/// PostgreSQL's answer to the victim of a deadlock.
+fn deadlock() -> RemoteError {
+    RemoteError::database("40P01", "deadlock detected")
+}
+
+/// A row's `id`, or empty.
+fn entity_id_of(row: &Value) -> String {
+    row.get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// An `io::Write` that only counts what is written to it.
@@ -279,6 +329,12 @@ struct Shared {
     /// What the calls committed within the last statement timeout wrote: a
     /// call running beside them may not see it (`server::Snapshot`).
     recent_commits: Mutex<RecentCommits>,
+    /// The server calls whose statements run, by request id
+    /// (`RunningCall`).
+    running_calls: Mutex<BTreeMap<u64, LockReach>>,
+    /// Running calls a deadlock ended: each answers 40P01 at its commit
+    /// point.
+    deadlock_victims: Mutex<BTreeSet<u64>>,
     /// Fault edges no task wakes up for (see `planned_edges`), oldest
     /// first, not yet in the history.
     planned: Mutex<VecDeque<(i64, Option<u32>, String)>>,
@@ -571,6 +627,8 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             history: Mutex::new(Vec::new()),
             batch_claims: Mutex::new(BTreeMap::new()),
             recent_commits: Mutex::new(RecentCommits::default()),
+            running_calls: Mutex::new(BTreeMap::new()),
+            deadlock_victims: Mutex::new(BTreeSet::new()),
             planned: Mutex::new(planned_edges(&plan, params.faults.fault_phase_ms)),
             marks: Mutex::new(BTreeMap::new()),
             trace,
@@ -1045,6 +1103,9 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
         drop(claim);
         return timed_out(shared);
     }
+    // The rows this call locks, and when (`RunningCall`).
+    let running =
+        (work_units > 0).then(|| RunningCall::register(shared, &call, auth, started_ms, work_ms));
     sleep(Duration::from_millis(work_ms as u64)).await;
     if let Some(key) = &unrecorded_at_arrival {
         if recorded(key) {
@@ -1055,6 +1116,60 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
                     "duplicate key value violates unique constraint \"sync_batches_pkey\"",
                 ),
             );
+        }
+    }
+    // Row locks (`RunningCall`): wait for a call that holds one of this
+    // call's rows, settle a deadlock, then commit once the waits are made
+    // up. Bounded: each turn waits for one call to end, and the statement
+    // timeout, counted from arrival, ends every wait.
+    if let Some(running) = &running {
+        let deadline_ms = arrived_ms + plan.statement_timeout_ms;
+        loop {
+            if shared
+                .deadlock_victims
+                .lock()
+                .expect("deadlock victims")
+                .remove(&call.req_id)
+            {
+                return reject(shared, deadlock());
+            }
+            match running.before_commit() {
+                LockWait::Commit { at_ms } => {
+                    let now_ms = shared.now_ms();
+                    if at_ms > deadline_ms {
+                        sleep(Duration::from_millis((deadline_ms - now_ms).max(0) as u64)).await;
+                        return timed_out(shared);
+                    }
+                    if at_ms <= now_ms {
+                        break;
+                    }
+                    // Made-up waits; a call may stop this one meanwhile.
+                    sleep(Duration::from_millis((at_ms - now_ms) as u64)).await;
+                }
+                LockWait::On(released) => {
+                    shared.mark("lock_waited");
+                    // Single-threaded: the holder cannot end between the
+                    // check above and this future's creation, which
+                    // registers it.
+                    let left_ms = (deadline_ms - shared.now_ms()).max(0) as u64;
+                    if timeout(Duration::from_millis(left_ms), released.notified())
+                        .await
+                        .is_err()
+                    {
+                        return timed_out(shared);
+                    }
+                }
+                LockWait::Abort { abort_ms } => {
+                    let left_ms = (abort_ms - shared.now_ms()).max(0) as u64;
+                    sleep(Duration::from_millis(left_ms)).await;
+                    return reject(shared, deadlock());
+                }
+                LockWait::Victim { req_id, abort_ms } => {
+                    let left_ms = (abort_ms - shared.now_ms()).max(0) as u64;
+                    sleep(Duration::from_millis(left_ms)).await;
+                    RunningCall::abort_victim(shared, req_id);
+                }
+            }
         }
     }
     let (applied, partial) = {
@@ -1080,6 +1195,9 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
         let partial = applied.is_err() && server.mutations() != before;
         (applied, partial)
     };
+    // Committed or rolled back: its locks are gone (a lost response keeps
+    // this task parked below, not its locks).
+    drop(running);
     let reply = match applied {
         Ok((reply, effects)) => {
             if without_versions {
@@ -1141,6 +1259,261 @@ async fn serve(shared: &Shared, call: Call) -> Result<Reply, RemoteError> {
         std::future::pending::<()>().await;
     }
     reply
+}
+
+/// A server call whose statement runs and will reach its commit, as the
+/// row-lock table sees it; removed (and its waiters woken) when dropped.
+///
+/// PostgreSQL makes a call that reaches a row another open call has
+/// written wait for that call to end. The model applies a call at the end
+/// of its statement time, so without this a short call would commit ahead
+/// of a long one that wrote a shared row first, and the plan's
+/// unversioned calls would end in an order PostgreSQL never gives them (a
+/// 100-seed audit found it in 59 seeds of `roster-overlap` under the plan,
+/// 5 of `full-mix` and `second-tab`, 1 of `abort-cascade`; never under the
+/// hardened preset, whose re-sends wait on their batch claim instead).
+///
+/// Each row is reached at the call's start, plus the base 2 ms, plus
+/// `server_ms_per_row` for every row written before it
+/// (`server::lock_order`). Two calls of one user are played against each
+/// other row by row (`contend`): a call that reaches a row the other holds
+/// stops there until the other ends, then runs the rest of its statement,
+/// so its commit moves by the time it waited (`delay_ms`). Two calls that
+/// each stop at a row the other holds deadlock (`opposite_lock_orders` in
+/// tests/postgres.rs): PostgreSQL checks `DEADLOCK_TIMEOUT_MS` after a
+/// call began to wait and aborts it with 40P01 if the cycle is closed by
+/// then, else the other one at its own check. The waits are taken at the
+/// commit point, where the model applies a call; a deadlock's victim
+/// answers there too, which can be later than PostgreSQL's abort. Calls
+/// are played in pairs: a third call's locks do not move the first two's.
+struct RunningCall<'s> {
+    shared: &'s Shared,
+    req_id: u64,
+}
+
+/// PostgreSQL's `deadlock_timeout` default.
+const DEADLOCK_TIMEOUT_MS: i64 = 1_000;
+
+/// What `Shared::running_calls` keeps of a `RunningCall`.
+struct LockReach {
+    user: UserId,
+    /// Each row the call locks and when it reaches it, in that order.
+    reaches: Vec<((EntityType, String), i64)>,
+    /// When its statement ends if nothing makes it wait.
+    end_ms: i64,
+    /// The time it has waited for other calls so far.
+    delay_ms: i64,
+    released: Arc<tokio::sync::Notify>,
+}
+
+/// What a call about to commit must do first.
+enum LockWait {
+    /// Nothing holds it: commit at `at_ms` (its end plus its waits).
+    Commit { at_ms: i64 },
+    /// Wait for a running call that holds one of its rows.
+    On(Arc<tokio::sync::Notify>),
+    /// A deadlock whose victim is this call: fail at `abort_ms`.
+    Abort { abort_ms: i64 },
+    /// A deadlock whose victim is the other call: it fails at `abort_ms`,
+    /// when its rows are free.
+    Victim { req_id: u64, abort_ms: i64 },
+}
+
+/// Where two running calls stop for each other's rows, played row by row
+/// from the times each reaches them: when `x` stops at a row `y` holds,
+/// when `y` stops at one of `x`'s, and whether both stop (a deadlock).
+/// A call that ends frees the other. Bound: one step per row of each.
+fn contend(x: &LockReach, y: &LockReach) -> (Option<i64>, Option<i64>, bool) {
+    let mut held: [BTreeSet<&(EntityType, String)>; 2] = [BTreeSet::new(), BTreeSet::new()];
+    let mut stopped: [Option<i64>; 2] = [None, None];
+    let mut next = [0usize, 0usize];
+    let calls = [x, y];
+    loop {
+        // The next step: a row reached, or (all reached) the end; the
+        // earlier of the two, `x` first on a tie.
+        let step = |i: usize| -> Option<i64> {
+            if stopped[i].is_some() {
+                return None;
+            }
+            Some(
+                calls[i]
+                    .reaches
+                    .get(next[i])
+                    .map_or(calls[i].end_ms, |r| r.1),
+            )
+        };
+        let i = match (step(0), step(1)) {
+            (None, None) => return (stopped[0], stopped[1], true),
+            (Some(_), None) => 0,
+            (None, Some(_)) => 1,
+            (Some(a), Some(b)) => usize::from(b < a),
+        };
+        let Some((key, at_ms)) = calls[i].reaches.get(next[i]) else {
+            // It ends and frees the other.
+            return (stopped[0], stopped[1], false);
+        };
+        if held[1 - i].contains(key) {
+            stopped[i] = Some(*at_ms);
+        } else {
+            held[i].insert(key);
+            next[i] += 1;
+        }
+    }
+}
+
+/// The victim of a deadlock between a call that began to wait at
+/// `first_ms` and one that began at `second_ms` (no earlier), and when it
+/// is aborted: the first's check finds the cycle if it is closed by then.
+fn deadlock_victim(first_ms: i64, second_ms: i64) -> (bool, i64) {
+    if first_ms + DEADLOCK_TIMEOUT_MS >= second_ms {
+        (true, first_ms + DEADLOCK_TIMEOUT_MS)
+    } else {
+        (false, second_ms + DEADLOCK_TIMEOUT_MS)
+    }
+}
+
+impl<'s> RunningCall<'s> {
+    fn register(
+        shared: &'s Shared,
+        call: &Call,
+        user: UserId,
+        started_ms: i64,
+        work_ms: i64,
+    ) -> RunningCall<'s> {
+        let ms_per_row = shared.plan.server_ms_per_row;
+        let mut reaches = Vec::new();
+        let mut reach = |key: (EntityType, String), before: usize| {
+            reaches.push((key, started_ms + 2 + (ms_per_row * before as f64) as i64));
+        };
+        for (lock, before) in call.request.lock_order() {
+            match lock {
+                Lock::Row(t, id) => reach((t, id), before),
+                Lock::Roster {
+                    team_id,
+                    players,
+                    versioned,
+                } => {
+                    // Rows are keyed by their id, `{team}_{player}`; the
+                    // gate's version row by the team's.
+                    let t = EntityType::TeamRoster;
+                    if versioned {
+                        reach((t, team_id.clone()), before);
+                    }
+                    let old = shared
+                        .server
+                        .lock()
+                        .expect("server")
+                        .roster_row_ids(user, &team_id);
+                    for id in old {
+                        reach((t, id), before);
+                    }
+                    for (i, p) in players.iter().enumerate() {
+                        reach((t, format!("{team_id}_{p}")), before + 1 + i);
+                    }
+                }
+            }
+        }
+        shared.running_calls.lock().expect("running calls").insert(
+            call.req_id,
+            LockReach {
+                user,
+                reaches,
+                end_ms: started_ms + work_ms,
+                delay_ms: 0,
+                released: Arc::new(tokio::sync::Notify::new()),
+            },
+        );
+        RunningCall {
+            shared,
+            req_id: call.req_id,
+        }
+    }
+
+    /// What this call must do before it commits: wait for a running call
+    /// of its user that holds one of its rows, settle a deadlock with one,
+    /// or commit once its waits are made up.
+    fn before_commit(&self) -> LockWait {
+        let now_ms = self.shared.now_ms();
+        let running = self.shared.running_calls.lock().expect("running calls");
+        let Some(me) = running.get(&self.req_id) else {
+            // Chosen as a deadlock's victim and released by the other call.
+            return LockWait::Abort { abort_ms: now_ms };
+        };
+        for (id, other) in running.iter() {
+            if *id == self.req_id || other.user != me.user {
+                continue;
+            }
+            match contend(me, other) {
+                (Some(mine_ms), Some(theirs_ms), true) => {
+                    self.shared.mark("deadlock_detected");
+                    let (first_is_victim, abort_ms) =
+                        deadlock_victim(mine_ms.min(theirs_ms), mine_ms.max(theirs_ms));
+                    let me_first = mine_ms <= theirs_ms;
+                    return if first_is_victim == me_first {
+                        LockWait::Abort { abort_ms }
+                    } else {
+                        LockWait::Victim {
+                            req_id: *id,
+                            abort_ms,
+                        }
+                    };
+                }
+                (Some(_), _, _) => return LockWait::On(other.released.clone()),
+                _ => {}
+            }
+        }
+        LockWait::Commit {
+            at_ms: me.end_ms + me.delay_ms,
+        }
+    }
+
+    /// Ends call `req_id` as a deadlock's victim: its rows are free from
+    /// now, and the calls it held move by their wait.
+    fn abort_victim(shared: &Shared, req_id: u64) {
+        // The victim may have reached its own commit point first, found the
+        // same deadlock and failed already.
+        let running = shared
+            .running_calls
+            .lock()
+            .expect("running calls")
+            .contains_key(&req_id);
+        if running {
+            shared
+                .deadlock_victims
+                .lock()
+                .expect("deadlock victims")
+                .insert(req_id);
+            Self::release(shared, req_id);
+        }
+    }
+
+    /// Frees call `req_id`'s rows now: each running call of its user that
+    /// stopped at one of them has waited since it did.
+    fn release(shared: &Shared, req_id: u64) {
+        let now_ms = shared.now_ms();
+        let mut running = shared.running_calls.lock().expect("running calls");
+        let Some(gone) = running.remove(&req_id) else {
+            return;
+        };
+        for other in running.values_mut() {
+            if other.user != gone.user {
+                continue;
+            }
+            if let (Some(stopped_ms), _, _) = contend(other, &gone) {
+                if stopped_ms <= now_ms {
+                    other.delay_ms += now_ms - stopped_ms;
+                    shared.mark("lock_waited");
+                }
+            }
+        }
+        gone.released.notify_waiters();
+    }
+}
+
+impl Drop for RunningCall<'_> {
+    fn drop(&mut self) {
+        RunningCall::release(self.shared, self.req_id);
+    }
 }
 
 /// A batch id claimed by a running server call; released (and its waiters
@@ -1784,7 +2157,59 @@ pub fn run_checked(params: &WorldParams, seed: u64, config: EngineConfig, trace:
 
 #[cfg(test)]
 mod tests {
-    use super::ServerRequest;
+    use super::{contend, deadlock_victim, LockReach, ServerRequest};
+    use crate::server::UserId;
+    use std::sync::Arc;
+    use sync_core::EntityType;
+
+    /// A call that reaches players `ids` at `start_ms`, one a millisecond,
+    /// and ends a millisecond after the last.
+    fn call(start_ms: i64, ids: &[&str]) -> LockReach {
+        let reaches: Vec<((EntityType, String), i64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| ((EntityType::Player, id.to_string()), start_ms + i as i64))
+            .collect();
+        LockReach {
+            user: UserId(1),
+            end_ms: start_ms + ids.len() as i64,
+            reaches,
+            delay_ms: 0,
+            released: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    #[test]
+    fn calls_that_take_shared_rows_in_opposite_orders_deadlock() {
+        // tests/postgres.rs `opposite_lock_orders`, user 940: the first
+        // holds p1 and reaches p2 after the second took it.
+        let first = call(0, &["p1", "p3", "p2"]);
+        let second = call(1, &["p2", "p1"]);
+        assert_eq!(contend(&first, &second), (Some(2), Some(2), true));
+        // In one order the second stops at p1 and waits; no deadlock.
+        let first = call(0, &["p1", "p2", "p3"]);
+        let second = call(1, &["p1", "p2"]);
+        assert_eq!(contend(&first, &second), (None, Some(1), false));
+        assert_eq!(contend(&second, &first), (Some(1), None, false));
+        // Nothing shared, or the first ended before the second reached it.
+        assert_eq!(
+            contend(&call(0, &["p1"]), &call(0, &["p2"])),
+            (None, None, false)
+        );
+        assert_eq!(
+            contend(&call(0, &["p1"]), &call(5, &["p1"])),
+            (None, None, false)
+        );
+    }
+
+    #[test]
+    fn a_deadlock_aborts_the_first_waiter_when_its_check_finds_the_cycle() {
+        // The first waiter's check runs 1 s after it began to wait.
+        assert_eq!(deadlock_victim(100, 600), (true, 1_100));
+        assert_eq!(deadlock_victim(100, 1_100), (true, 1_100));
+        // Closed later, the cycle is found by the second waiter's check.
+        assert_eq!(deadlock_victim(100, 1_101), (false, 2_101));
+    }
     use serde_json::json;
     use sync_core::payload::{BulkSyncPayload, TeamRosterPayload};
 

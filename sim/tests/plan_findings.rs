@@ -109,6 +109,32 @@ fn overlapping_roster_replacements_miss_each_others_rows() {
 }
 
 #[test]
+fn overlapping_calls_that_list_shared_rows_in_opposite_orders_deadlock() {
+    // The plan fills each payload array in queue order, and an edit merged
+    // meanwhile moves its operation to the back: a slow call still running
+    // after the client gave up and the engine's next call can reach shared
+    // rows in opposite orders. PostgreSQL then aborts one with 40P01
+    // (`opposite_lock_orders` in tests/postgres.rs); the server node plays
+    // the two calls' row locks against each other (world.rs
+    // `RunningCall`).
+    let s = Scenario::embedded("roster-overlap").unwrap();
+    let params = s.world_params();
+    let first = (0..20).find(|seed| {
+        let run = run_checked(&params, *seed, s.engine_config(Preset::Batched), false);
+        let aborted = run.output.history.iter().any(|e| {
+            matches!(e, Event::Server { result: ServerResult::Rejected { error }, .. }
+                if error.contains("40P01"))
+        });
+        let marks = &run.output.marks;
+        marks.contains_key("deadlock_detected") && marks.contains_key("lock_waited") && aborted
+    });
+    assert!(
+        first.is_some(),
+        "roster-overlap: batched: no two calls deadlocked in 20 seeds"
+    );
+}
+
+#[test]
 fn a_game_save_overlapping_its_creation_takes_the_game_for_new() {
     // Two tabs save one new game at once. Without a version,
     // `save_game_with_relations` finds no row to lock for a game the other

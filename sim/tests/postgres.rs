@@ -717,15 +717,7 @@ fn overlapping<T, R: Send + 'static>(
     // Bound: 200 polls, 5 s, for the second call to wait on the first.
     let mut waited = false;
     for _ in 0..200 {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = $1 AND wait_event_type = 'Lock'",
-                &[&db],
-            )
-            .expect("pg_stat_activity")
-            .get(0);
-        waited = waiting > 0;
+        waited = lock_waits(watcher, db) > 0;
         if waited || second.is_finished() {
             break;
         }
@@ -738,6 +730,18 @@ fn overlapping<T, R: Send + 'static>(
     }
     let second = second.join().expect("second call's thread");
     (first, second, waited)
+}
+
+/// How many sessions on database `db` wait on a lock now.
+fn lock_waits(watcher: &mut Client, db: &str) -> i64 {
+    watcher
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = $1 AND wait_event_type = 'Lock'",
+            &[&db],
+        )
+        .expect("pg_stat_activity")
+        .get(0)
 }
 
 /// `overlapping` for two bulk calls whose second must wait on the first.
@@ -1102,15 +1106,7 @@ fn opposite_lock_orders(cluster: &Cluster) {
         // Bound: 200 polls, 5 s, for `waiting` calls to wait on a lock.
         let mut wait_for = |waiting: i64| {
             for _ in 0..200 {
-                let now: i64 = watcher
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity \
-                         WHERE datname = $1 AND wait_event_type = 'Lock'",
-                        &[&db],
-                    )
-                    .expect("pg_stat_activity")
-                    .get(0);
-                if now >= waiting {
+                if lock_waits(&mut watcher, db) >= waiting {
                     return true;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(25));
