@@ -1766,7 +1766,6 @@ impl ServerModel {
             .any(|id| self.get("games", &(user, id.clone())).is_some())
     }
 
-    /// The version gate's record of one entity: (version, deleted).
     /// The ids of `team_id`'s roster rows (`{team}_{player}`) now
     /// committed for `user`.
     pub fn roster_row_ids(&self, user: UserId, team_id: &str) -> Vec<String> {
@@ -1776,6 +1775,7 @@ impl ServerModel {
             .collect()
     }
 
+    /// The version gate's record of one entity: (version, deleted).
     pub fn entity_version(&self, user: UserId, t: EntityType, id: &str) -> Option<(i64, bool)> {
         self.versions.get(&(user, t, id.to_string())).copied()
     }
