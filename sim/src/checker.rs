@@ -620,7 +620,11 @@ fn blames_records(error: &str) -> bool {
 ///
 /// A call the device already gave up on (its timeout fired first) is exempt:
 /// it can land after newer calls committed, and rejecting what is now out of
-/// date is the server protecting itself (abort-cascade).
+/// date is the server protecting itself (abort-cascade). So is a call
+/// dropped unanswered (`Outcome::Dropped`: its tab closed or the app was
+/// killed), for the same reason: the tab that takes over sends newer
+/// calls while it may still run (tab-handover, seed 50002774: a team's
+/// delete committed ahead of the dropped call's roster for it).
 fn no_honest_rejection(run: &RunOutput, j: &Journal) -> CheckResult {
     let mut t = Tally::default();
     // A bad edit merged into an older operation keeps that operation's id,
@@ -769,6 +773,7 @@ mod tests {
                 clock_skew: Vec::new(),
                 clock_skew_ms: 0,
                 second_tab: Vec::new(),
+                tab_handover: Vec::new(),
             },
             marks: BTreeMap::new(),
             history,
@@ -816,7 +821,7 @@ mod tests {
         Event::Invoke {
             t_ms: 0,
             user,
-            second_tab: false,
+            tab: 0,
             req_id,
             call,
             batch_id,
@@ -1129,6 +1134,15 @@ mod tests {
         // Another request's timeout is not this one's.
         let run = roster_rejected(vec![timed_out(8, 0)], 2, TEAM_MISSING);
         assert!(!verdict(&run, "no_honest_rejection").ok);
+        // Nor does a call dropped by a closed tab or a kill wait.
+        let dropped = Event::Complete {
+            t_ms: 0,
+            user: 0,
+            req_id: 9,
+            outcome: Outcome::Dropped,
+        };
+        let run = roster_rejected(vec![dropped], 2, TEAM_MISSING);
+        assert!(verdict(&run, "no_honest_rejection").ok);
     }
 
     #[test]

@@ -12,6 +12,10 @@ use std::fmt::Write as _;
 use sync_core::remote::OpRef;
 use sync_core::{EntityType, OpKind};
 
+fn is_first_tab(tab: &u32) -> bool {
+    *tab == 0
+}
+
 /// Outcome of a request as the device saw it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -22,6 +26,9 @@ pub enum Outcome {
     },
     /// Timed out: it may or may not have committed.
     Indeterminate,
+    /// Dropped unanswered: the tab that sent it closed, or the app was
+    /// killed. Nothing reads the answer; the server may still run it.
+    Dropped,
 }
 
 /// What the server did with one request.
@@ -54,11 +61,13 @@ pub enum Event {
     Invoke {
         t_ms: i64,
         user: u32,
-        /// Sent by the user's second tab (fault `second_tab`), not the
-        /// first. Left out of the JSON when false, so a history without a
-        /// second tab reads as before the tab existed.
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        second_tab: bool,
+        /// The tab that sent it: 0 the tab the app opened with, 1 the
+        /// second tab (fault `second_tab`; "tab 2" in the trace), `2 + k`
+        /// the tab opened at the hand-over `k` from 0 (fault
+        /// `tab_handover`; "tab h1" for the first). Left out of the JSON
+        /// when 0, so a history with one tab reads as before tabs existed.
+        #[serde(skip_serializing_if = "is_first_tab")]
+        tab: u32,
         req_id: u64,
         call: &'static str,
         /// The bulk call's batch id (hardened exactly-once); left out of the
@@ -148,7 +157,7 @@ impl Event {
             }
             Event::Invoke {
                 user,
-                second_tab,
+                tab,
                 req_id,
                 call,
                 batch_id,
@@ -159,7 +168,11 @@ impl Event {
                 let _ = write!(
                     s,
                     "u{user}{} -> #{req_id} {call}{} ops={} bytes={bytes} [",
-                    if *second_tab { " tab 2" } else { "" },
+                    match tab {
+                        0 => String::new(),
+                        1 => " tab 2".to_string(),
+                        n => format!(" tab h{}", n - 1),
+                    },
                     batch_id
                         .as_ref()
                         .map(|b| format!(" batch={b}"))
@@ -193,6 +206,9 @@ impl Event {
                     Outcome::Ok => "ok".to_string(),
                     Outcome::Failed { error } => format!("failed: {error}"),
                     Outcome::Indeterminate => "indeterminate (timeout)".to_string(),
+                    Outcome::Dropped => {
+                        "dropped (its tab closed or the app was killed)".to_string()
+                    }
                 };
                 let _ = write!(s, "u{user} <- #{req_id} {o}");
             }

@@ -31,6 +31,14 @@ pub const MARKS: &[(&str, &str)] = &[
         "a second tab of the app opened and left syncing to the tab holding the device's lock",
     ),
     (
+        "tab_lock_handed_over",
+        "the tab holding the device's lock closed and the tab waiting for it took it over, starting its engine",
+    ),
+    (
+        "tab_closed_mid_call",
+        "the tab the user worked in closed (a tab hand-over) while its engine had a call in flight",
+    ),
+    (
         "wait_capped_after_clock_back",
         "the engine brought in ready times further out than its longest backoff, set on a device clock that has gone back since",
     ),

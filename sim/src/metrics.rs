@@ -72,6 +72,8 @@ pub fn compute(run: &RunOutput) -> RunMetrics {
                 Outcome::Ok => {}
                 Outcome::Indeterminate => m.aborts += 1,
                 Outcome::Failed { .. } => m.failures += 1,
+                // Kills and closed tabs have their own counts (marks).
+                Outcome::Dropped => {}
             },
             Event::Depth {
                 t_ms,

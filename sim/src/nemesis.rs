@@ -44,6 +44,11 @@ pub struct FaultParams {
     /// second engine on the same queue (the browser shares IndexedDB).
     pub second_tab_windows: u32,
     pub second_tab_duration_ms: (i64, i64),
+    /// Per user, windows of a tab hand-over: another tab of the app opens
+    /// at the window's start, and at its end the tab the user works in
+    /// closes, leaving the other one to carry on.
+    pub tab_handover_windows: u32,
+    pub tab_handover_duration_ms: (i64, i64),
 }
 
 /// A time window `[start_ms, end_ms)`.
@@ -85,6 +90,11 @@ pub struct FaultPlan {
     pub clock_skew_ms: i64,
     /// Per user: a second tab is open (its own engine, the same queue).
     pub second_tab: Vec<Vec<Window>>,
+    /// Per user: tab hand-overs. A new tab is open beside the current one
+    /// during the window; at its end the current tab closes (its call in
+    /// flight dropped) and the new one becomes the tab the user works in.
+    /// Never overlapping, in order.
+    pub tab_handover: Vec<Vec<Window>>,
 }
 
 impl FaultPlan {
@@ -141,6 +151,12 @@ impl FaultPlan {
             m.insert(
                 "second_tab_windows".into(),
                 count(&self.second_tab).to_string(),
+            );
+        }
+        if count(&self.tab_handover) > 0 {
+            m.insert(
+                "tab_handovers".into(),
+                count(&self.tab_handover).to_string(),
             );
         }
         m
@@ -252,6 +268,14 @@ pub fn plan(p: &FaultParams, users: u32, seed: u64) -> FaultPlan {
         p.second_tab_windows,
         p.second_tab_duration_ms,
     );
+    // After the second tab's draws, for the same reason.
+    let handover_on = p.tab_handover_windows > 0 && on(&mut rng);
+    let tab_handover = per_user(
+        &mut rng,
+        handover_on,
+        p.tab_handover_windows,
+        p.tab_handover_duration_ms,
+    );
     FaultPlan {
         request_loss,
         response_loss,
@@ -268,10 +292,14 @@ pub fn plan(p: &FaultParams, users: u32, seed: u64) -> FaultPlan {
         clock_skew,
         clock_skew_ms,
         second_tab,
+        // Overlapping hand-overs are one: the tab opened first is the one
+        // that takes over.
+        tab_handover: merge_overlaps(tab_handover),
     }
 }
 
-/// Kill windows of one device must not overlap (a dead node cannot die).
+/// Windows of one device that overlap or touch become one: kill windows
+/// (a dead node cannot die) and tab hand-overs (one tab is closed at a time).
 fn merge_overlaps(per_user: Vec<Vec<Window>>) -> Vec<Vec<Window>> {
     per_user
         .into_iter()

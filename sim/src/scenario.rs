@@ -128,6 +128,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "roster-overlap",
         include_str!("../../scenarios/roster-overlap.toml"),
     ),
+    (
+        "tab-handover",
+        include_str!("../../scenarios/tab-handover.toml"),
+    ),
 ];
 
 /// A scenario file.
@@ -424,6 +428,10 @@ pub struct FaultsSection {
     /// same queue.
     #[serde(skip_serializing_if = "Windows::is_off")]
     pub second_tab: Windows,
+    /// Windows of a tab hand-over: another tab opens at the start, and the
+    /// tab the user works in closes at the end, leaving the new one.
+    #[serde(skip_serializing_if = "Windows::is_off")]
+    pub tab_handover: Windows,
 }
 
 impl Default for FaultsSection {
@@ -443,6 +451,7 @@ impl Default for FaultsSection {
             server_errors: ServerErrors::default(),
             clock_skew: ClockSkew::default(),
             second_tab: Windows::default(),
+            tab_handover: Windows::default(),
         }
     }
 }
@@ -640,6 +649,10 @@ impl Scenario {
         )?;
         range("faults.clock_skew.duration_ms", f.clock_skew.duration_ms)?;
         range("faults.second_tab.duration_ms", f.second_tab.duration_ms)?;
+        range(
+            "faults.tab_handover.duration_ms",
+            f.tab_handover.duration_ms,
+        )?;
         let [lo, hi] = f.clock_skew.offset_ms;
         if !(lo <= hi && -WEEK_MS <= lo && hi <= WEEK_MS) {
             return Err(format!(
@@ -664,6 +677,7 @@ impl Scenario {
             ("faults.server_errors.bursts", f.server_errors.bursts),
             ("faults.clock_skew.windows", f.clock_skew.windows),
             ("faults.second_tab.windows", f.second_tab.windows),
+            ("faults.tab_handover.windows", f.tab_handover.windows),
         ] {
             if v > 10_000 {
                 return Err(format!("{n} must be <= 10000, got {v}"));
@@ -761,6 +775,8 @@ impl Scenario {
             clock_skew_offset_ms: pair(f.clock_skew.offset_ms),
             second_tab_windows: f.second_tab.windows,
             second_tab_duration_ms: pair(f.second_tab.duration_ms),
+            tab_handover_windows: f.tab_handover.windows,
+            tab_handover_duration_ms: pair(f.tab_handover.duration_ms),
         }
     }
 
@@ -857,6 +873,16 @@ mod tests {
             (
                 "[script]\nclock_skew_ms = 1000000000000",
                 "script.clock_skew_ms",
+            ),
+            (
+                "[faults]\ntab_handover = { windows = 1, duration_ms = [5, 1] }",
+                "faults.tab_handover.duration_ms",
+            ),
+            (
+                "[script]\nwindows = [\
+                 { kind = \"tab_handover\", user = 0, start_ms = 10, end_ms = 20 }, \
+                 { kind = \"tab_handover\", user = 0, start_ms = 15, end_ms = 30 }]",
+                "tab_handover windows of user 0 overlap",
             ),
         ] {
             let text = format!("name = \"x\"\nsummary = \"y\"\n{body}\n");

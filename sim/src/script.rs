@@ -50,6 +50,8 @@ pub enum WindowKind {
     ClockSkew,
     /// A second tab of the app runs its own engine on the same queue.
     SecondTab,
+    /// Another tab opens at the start; the current one closes at the end.
+    TabHandover,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -94,6 +96,7 @@ impl ScriptSection {
             (WindowKind::TokenExpired, &p.token_expired),
             (WindowKind::ClockSkew, &p.clock_skew),
             (WindowKind::SecondTab, &p.second_tab),
+            (WindowKind::TabHandover, &p.tab_handover),
         ] {
             for (user, ws) in per_user.iter().enumerate() {
                 windows.extend(ws.iter().map(|w| ScriptWindow {
@@ -159,6 +162,7 @@ impl ScriptSection {
             clock_skew: per_user(),
             clock_skew_ms: self.clock_skew_ms,
             second_tab: per_user(),
+            tab_handover: per_user(),
         };
         if self.clock_skew_ms.abs() > crate::scenario::WEEK_MS {
             return Err(format!(
@@ -194,6 +198,7 @@ impl ScriptSection {
                 (WindowKind::TokenExpired, Some(u)) => &mut plan.token_expired[u as usize],
                 (WindowKind::ClockSkew, Some(u)) => &mut plan.clock_skew[u as usize],
                 (WindowKind::SecondTab, Some(u)) => &mut plan.second_tab[u as usize],
+                (WindowKind::TabHandover, Some(u)) => &mut plan.tab_handover[u as usize],
             };
             list.push(window);
         }
@@ -205,6 +210,7 @@ impl ScriptSection {
             .chain(&mut plan.token_expired)
             .chain(&mut plan.clock_skew)
             .chain(&mut plan.second_tab)
+            .chain(&mut plan.tab_handover)
             .chain(std::iter::once(&mut plan.server_errors))
         {
             ws.sort();
@@ -213,6 +219,15 @@ impl ScriptSection {
             // A dead app cannot die again, and madsim restarts >= 1 ms later.
             if ws.windows(2).any(|p| p[1].start_ms <= p[0].end_ms) {
                 return Err(format!("script.windows: kill windows of user {u} overlap"));
+            }
+        }
+        for (u, ws) in plan.tab_handover.iter().enumerate() {
+            // One tab closes at a time: the next hand-over's tab opens after
+            // the last one ended.
+            if ws.windows(2).any(|p| p[1].start_ms <= p[0].end_ms) {
+                return Err(format!(
+                    "script.windows: tab_handover windows of user {u} overlap"
+                ));
             }
         }
         let mut edits = Vec::with_capacity(self.edits.len());

@@ -118,12 +118,13 @@ fn size(script: &Script) -> Size {
             + windows(&p.token_expired)
             + windows(&p.clock_skew)
             + windows(&p.second_tab)
+            + windows(&p.tab_handover)
             + p.server_errors.len(),
         losses: usize::from(p.request_loss > 0.0) + usize::from(p.response_loss > 0.0),
     }
 }
 
-fn per_user_lists(p: &FaultPlan) -> [&Vec<Vec<crate::nemesis::Window>>; 6] {
+fn per_user_lists(p: &FaultPlan) -> [&Vec<Vec<crate::nemesis::Window>>; 7] {
     [
         &p.offline,
         &p.silent_drop,
@@ -131,6 +132,7 @@ fn per_user_lists(p: &FaultPlan) -> [&Vec<Vec<crate::nemesis::Window>>; 6] {
         &p.token_expired,
         &p.clock_skew,
         &p.second_tab,
+        &p.tab_handover,
     ]
 }
 
@@ -177,7 +179,8 @@ fn select(full: &Script, keep: &[Vec<Atom>]) -> Script {
             })
             .collect()
     };
-    let [offline, silent_drop, kills, token_expired, clock_skew, second_tab] = per_user_lists(p);
+    let [offline, silent_drop, kills, token_expired, clock_skew, second_tab, tab_handover] =
+        per_user_lists(p);
     Script {
         edits: full
             .edits
@@ -203,6 +206,7 @@ fn select(full: &Script, keep: &[Vec<Atom>]) -> Script {
             token_expired: filter(3, token_expired),
             clock_skew: filter(4, clock_skew),
             second_tab: filter(5, second_tab),
+            tab_handover: filter(6, tab_handover),
             server_errors: p
                 .server_errors
                 .iter()

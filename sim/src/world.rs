@@ -396,6 +396,10 @@ struct DeviceShared {
     /// mark_batch_completed" (the `kill_after_commit` mark).
     in_flight_req: AtomicU64,
     last_committed_req: AtomicU64,
+    /// Every call of the device's tabs still awaiting its answer: a kill
+    /// drops them all (`Outcome::Dropped`). Bounded by the tabs, one call
+    /// each.
+    calls_in_flight: Mutex<BTreeSet<u64>>,
     /// The latest device clock reading, to notice the clock going back.
     clock_seen_ms: AtomicI64,
 }
@@ -616,6 +620,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
                 restarts: AtomicU64::new(0),
                 in_flight_req: AtomicU64::new(0),
                 last_committed_req: AtomicU64::new(0),
+                calls_in_flight: Mutex::new(BTreeSet::new()),
                 clock_seen_ms: AtomicI64::new(i64::MIN),
             })
             .collect();
@@ -842,6 +847,15 @@ async fn run_world(shared: Arc<Shared>) {
                 let in_flight = d.in_flight_req.swap(0, Ordering::SeqCst);
                 if in_flight != 0 && in_flight == d.last_committed_req.load(Ordering::SeqCst) {
                     shared.mark("kill_after_commit");
+                }
+                let dropped = std::mem::take(&mut *d.calls_in_flight.lock().expect("calls"));
+                for req_id in dropped {
+                    shared.record(Event::Complete {
+                        t_ms: shared.now_ms(),
+                        user: u,
+                        req_id,
+                        outcome: Outcome::Dropped,
+                    });
                 }
                 "app killed"
             }
@@ -1622,9 +1636,12 @@ impl Host for SimHost {
 struct SimRemote {
     shared: Arc<Shared>,
     user: u32,
-    /// This engine runs in the user's second tab (the history says which
-    /// tab sent each call).
-    second_tab: bool,
+    /// Which tab this engine runs in (`Tab::number`; the history says
+    /// which tab sent each call).
+    tab: u32,
+    /// This engine's call in flight (its request id), 0 when none: a tab
+    /// that closes drops it.
+    in_flight: Arc<AtomicU64>,
     ep: Endpoint,
     rng: SplitMix64,
 }
@@ -1655,7 +1672,7 @@ impl SimRemote {
         shared.record(Event::Invoke {
             t_ms: shared.now_ms(),
             user: self.user,
-            second_tab: self.second_tab,
+            tab: self.tab,
             req_id,
             call: name,
             batch_id: match &request {
@@ -1666,6 +1683,8 @@ impl SimRemote {
             bytes,
         });
         d.in_flight_req.store(req_id, Ordering::SeqCst);
+        self.in_flight.store(req_id, Ordering::SeqCst);
+        d.calls_in_flight.lock().expect("calls").insert(req_id);
         let silent = d.silent_drop.load(Ordering::SeqCst);
         let lost = !healed && (silent || self.chance(plan.request_loss));
         let drop_response = !healed && (silent || self.chance(plan.response_loss));
@@ -1723,6 +1742,8 @@ impl SimRemote {
             },
         };
         d.in_flight_req.store(0, Ordering::SeqCst);
+        self.in_flight.store(0, Ordering::SeqCst);
+        d.calls_in_flight.lock().expect("calls").remove(&req_id);
         shared.record(Event::Complete {
             t_ms: shared.now_ms(),
             user: self.user,
@@ -1815,13 +1836,52 @@ impl Remote for SimRemote {
     }
 }
 
+/// A tab of user `user` closed: its call in flight, if any (`in_flight`),
+/// is dropped unanswered. Says whether there was one.
+fn tab_closed(shared: &Shared, user: u32, in_flight: &AtomicU64) -> bool {
+    let req_id = in_flight.swap(0, Ordering::SeqCst);
+    if req_id == 0 {
+        return false;
+    }
+    let d = &shared.devices[user as usize];
+    d.calls_in_flight.lock().expect("calls").remove(&req_id);
+    // The device-wide slot (the `kill_after_commit` mark) forgets it too,
+    // unless another tab's call has taken the slot since.
+    let _ = d
+        .in_flight_req
+        .compare_exchange(req_id, 0, Ordering::SeqCst, Ordering::SeqCst);
+    shared.record(Event::Complete {
+        t_ms: shared.now_ms(),
+        user,
+        req_id,
+        outcome: Outcome::Dropped,
+    });
+    true
+}
+
 /// Which tab of the app an engine runs in.
 #[derive(Clone, Copy)]
 enum Tab {
-    /// The tab the user edits in; it lives as long as the device.
+    /// The tab the app opens with, at the device's start or restart. The
+    /// user works in it until a tab hand-over closes it, if one does.
     First,
     /// The second tab's `opening`-th window (fault `second_tab`).
     Second { opening: u64 },
+    /// The tab opened at the device's `k`-th tab hand-over (from 0, fault
+    /// `tab_handover`), which takes over when the tab before it closes.
+    Handover { k: u64 },
+}
+
+impl Tab {
+    /// How the history names it: 0 the first tab, 1 the second tab, and
+    /// `2 + k` the tab of hand-over `k`.
+    fn number(self) -> u32 {
+        match self {
+            Tab::First => 0,
+            Tab::Second { .. } => 1,
+            Tab::Handover { k } => 2 + k as u32,
+        }
+    }
 }
 
 /// One tab's engine on user `user`'s queue, with its own socket, in the
@@ -1834,11 +1894,16 @@ async fn open_engine(
     user: u32,
     tab: Tab,
     restarts: u64,
+    in_flight: Arc<AtomicU64>,
 ) -> sync_core::SyncEngine<SimRemote, SimHost> {
     let (remote_salt, engine_salt) = match tab {
         Tab::First => ((restarts << 48) ^ 0xD1CE, restarts << 40),
         Tab::Second { opening } => {
             let salt = 0x7AB0 ^ (opening << 8) ^ (restarts << 48);
+            (salt, salt)
+        }
+        Tab::Handover { k } => {
+            let salt = 0x4A0D ^ (k << 8) ^ (restarts << 48);
             (salt, salt)
         }
     };
@@ -1848,7 +1913,8 @@ async fn open_engine(
     let remote = SimRemote {
         shared: shared.clone(),
         user,
-        second_tab: matches!(tab, Tab::Second { .. }),
+        tab: tab.number(),
+        in_flight,
         ep,
         rng: SplitMix64::new(shared.seed ^ (u64::from(user) << 32) ^ remote_salt),
     };
@@ -1871,7 +1937,8 @@ async fn open_engine(
 async fn device_main(shared: Arc<Shared>, user: u32) {
     let d = &shared.devices[user as usize];
     let restarts = d.restarts.load(Ordering::SeqCst);
-    let mut engine = open_engine(&shared, user, Tab::First, restarts).await;
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let engine = open_engine(&shared, user, Tab::First, restarts, in_flight.clone()).await;
 
     let s = shared.clone();
     madsim::task::spawn(async move { user_main(s, user).await });
@@ -1879,19 +1946,132 @@ async fn device_main(shared: Arc<Shared>, user: u32) {
         let s = shared.clone();
         madsim::task::spawn(async move { second_tab_main(s, user, restarts).await });
     }
+    working_tab(shared.clone(), user, restarts, engine, in_flight).await;
+    // The device outlives its first tab, and madsim ends a node whose init
+    // future returns: this task waits for the kill or the end of the run.
+    std::future::pending::<()>().await;
+}
 
+/// The tab the user works in: its engine syncs on every edit's nudge and
+/// on the interval. The first tab is one until the device's next tab
+/// hand-over (fault `tab_handover`) closes it; the tab that hand-over
+/// opened is the next one. A closed tab drops its call in flight, as a
+/// kill does, and only then frees the device's lock for the next tab.
+/// Without hand-overs this is the app's one sync loop, as it always was.
+async fn working_tab(
+    shared: Arc<Shared>,
+    user: u32,
+    restarts: u64,
+    mut engine: sync_core::SyncEngine<SimRemote, SimHost>,
+    in_flight: Arc<AtomicU64>,
+) {
+    let now_ms = shared.now_ms();
+    // The hand-over that closes this tab: the first one still to end (one
+    // in progress at a restart opens its tab at once). Hand-overs do not
+    // overlap, so it is the next tab's.
+    let closer = shared.plan.tab_handover[user as usize]
+        .iter()
+        .enumerate()
+        .find(|(_, w)| w.end_ms > now_ms)
+        .map(|(k, w)| (k as u64, *w));
+    let (lock_freed, lock_free) = tokio::sync::oneshot::channel::<()>();
+    if let Some((k, w)) = closer {
+        let s = shared.clone();
+        // Boxed: the next tab runs a working tab in its turn.
+        let next: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
+            Box::pin(handover_tab(s, user, restarts, k, w, lock_free));
+        madsim::task::spawn_local(next);
+    }
+    let d = &shared.devices[user as usize];
     let interval = Duration::from_millis(shared.params.interval_ms.max(1) as u64);
     let debounce_ms = shared.config.debounce_ms;
-    // Bound: one pass per trigger; the run ends the loop when the world's
-    // main future returns.
-    loop {
-        engine.process_queue().await.expect("local queue failed");
-        record_depth(&shared, user);
-        let nudged = timeout(interval, d.nudge.notified()).await.is_ok();
-        if nudged && debounce_ms > 0 {
-            sleep(Duration::from_millis(debounce_ms as u64)).await;
+    let sync = async {
+        // Bound: one pass per trigger; the tab's close or the end of the
+        // run ends the loop.
+        loop {
+            engine.process_queue().await.expect("local queue failed");
+            record_depth(&shared, user);
+            let nudged = timeout(interval, d.nudge.notified()).await.is_ok();
+            if nudged && debounce_ms > 0 {
+                sleep(Duration::from_millis(debounce_ms as u64)).await;
+            }
         }
+    };
+    let Some((_, w)) = closer else {
+        return sync.await;
+    };
+    let open_ms = (w.end_ms - now_ms).max(0) as u64;
+    let _ = timeout(Duration::from_millis(open_ms), sync).await;
+    if tab_closed(&shared, user, &in_flight) {
+        shared.mark("tab_closed_mid_call");
     }
+    shared.record(Event::Fault {
+        t_ms: shared.now_ms(),
+        user: Some(user),
+        what: "the working tab closed (hand-over), its call in flight (if any) dropped".into(),
+    });
+    // The lock is free once the tab is gone (the Web Locks API releases a
+    // closed document's locks).
+    let _ = lock_freed.send(());
+}
+
+/// The tab opened at hand-over `k` (window `w`): open beside the working
+/// tab from the window's start, the working tab from its end. Under the
+/// hardened `tab_lock` its engine waits for the device's lock, which the
+/// closing tab frees, and starts only then (resetting what that tab left
+/// `syncing`, whose calls may still be running on the server). Without the
+/// lock its engine starts when the tab opens and syncs on the interval
+/// beside the working tab's, as a second tab's does.
+async fn handover_tab(
+    shared: Arc<Shared>,
+    user: u32,
+    restarts: u64,
+    k: u64,
+    w: crate::nemesis::Window,
+    lock_free: tokio::sync::oneshot::Receiver<()>,
+) {
+    sleep_until_ms(&shared, w.start_ms).await;
+    let tab_event = |what: String| {
+        shared.record(Event::Fault {
+            t_ms: shared.now_ms(),
+            user: Some(user),
+            what,
+        })
+    };
+    let tab = Tab::Handover { k };
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let engine = if shared.config.hardening.tab_lock {
+        tab_event(format!(
+            "tab h{} opened; the working tab closes at {:.3}s, until then it holds the sync lock",
+            k + 1,
+            w.end_ms as f64 / 1000.0
+        ));
+        // Sent or dropped, the working tab is gone: a dropped sender is a
+        // tab that died with the device, and so did this task.
+        let _ = lock_free.await;
+        tab_event(format!(
+            "tab h{} took the sync lock, its engine starts",
+            k + 1
+        ));
+        shared.mark("tab_lock_handed_over");
+        open_engine(&shared, user, tab, restarts, in_flight.clone()).await
+    } else {
+        tab_event(format!("tab h{} opened, its engine starts", k + 1));
+        shared.mark("second_tab_engine_ran");
+        let mut engine = open_engine(&shared, user, tab, restarts, in_flight.clone()).await;
+        let interval_ms = shared.params.interval_ms.max(1);
+        // Bound: one pass per interval until the window's end.
+        loop {
+            engine.process_queue().await.expect("local queue failed");
+            let left_ms = w.end_ms - shared.now_ms();
+            if left_ms <= 0 {
+                break;
+            }
+            sleep(Duration::from_millis(left_ms.min(interval_ms) as u64)).await;
+        }
+        engine
+    };
+    working_tab(shared.clone(), user, restarts, engine, in_flight).await;
 }
 
 /// The user's second tab of the app. At each `second_tab` window it opens
@@ -1930,16 +2110,24 @@ async fn second_tab_main(shared: Arc<Shared>, user: u32, restarts: u64) {
         tab_event("second tab opened, its engine starts".to_string());
         shared.mark("second_tab_engine_ran");
         let open_ms = (w.end_ms - shared.now_ms()).max(0) as u64;
-        let tab = second_tab_engine(shared.clone(), user, restarts, i as u64);
+        let in_flight = Arc::new(AtomicU64::new(0));
+        let tab = second_tab_engine(shared.clone(), user, restarts, i as u64, in_flight.clone());
         let _ = timeout(Duration::from_millis(open_ms), tab).await;
+        tab_closed(&shared, user, &in_flight);
         tab_event("second tab closed, its call in flight (if any) dropped".to_string());
     }
 }
 
 /// One opening of the second tab: its engine starts (resetting whatever
 /// is `syncing`, as every engine start does) and syncs on the interval.
-async fn second_tab_engine(shared: Arc<Shared>, user: u32, restarts: u64, opening: u64) {
-    let mut engine = open_engine(&shared, user, Tab::Second { opening }, restarts).await;
+async fn second_tab_engine(
+    shared: Arc<Shared>,
+    user: u32,
+    restarts: u64,
+    opening: u64,
+    in_flight: Arc<AtomicU64>,
+) {
+    let mut engine = open_engine(&shared, user, Tab::Second { opening }, restarts, in_flight).await;
     let interval = Duration::from_millis(shared.params.interval_ms.max(1) as u64);
     // Bound: the caller's timeout closes the tab.
     loop {

@@ -97,4 +97,5 @@ scenarios! {
     second_tab => "second-tab",
     reload_mid_slow_call => "reload-mid-slow-call",
     roster_overlap => "roster-overlap",
+    tab_handover => "tab-handover",
 }

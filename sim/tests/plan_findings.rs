@@ -153,3 +153,25 @@ fn a_game_save_overlapping_its_creation_takes_the_game_for_new() {
         "second-tab: no game save met a creation it could not see in 40 seeds"
     );
 }
+
+#[test]
+fn a_tab_closed_mid_call_leaves_its_operations_syncing_for_good() {
+    // The user closes the tab they worked in while its call is in flight,
+    // and carries on in a tab opened before that call was sent. Only an
+    // engine start resets `syncing` operations, and the remaining tab's
+    // engine started earlier: without a lock (the plan says nothing of
+    // tabs), the closed tab's operations never leave `syncing`.
+    let s = Scenario::embedded("tab-handover").unwrap();
+    let params = s.world_params();
+    let first = (0..20).find(|seed| {
+        let run = run_checked(&params, *seed, s.engine_config(Preset::Batched), false);
+        run.output.marks.contains_key("tab_closed_mid_call")
+            && run.verdicts.iter().any(|v| {
+                v.checker == "convergence" && !v.ok && v.detail.contains("is still syncing")
+            })
+    });
+    assert!(
+        first.is_some(),
+        "tab-handover: batched: no closed tab left its operations syncing in 20 seeds"
+    );
+}

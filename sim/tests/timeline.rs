@@ -119,11 +119,7 @@ fn second_tab_calls_lie_inside_its_openings() {
             {
                 open = false
             }
-            Event::Invoke {
-                t_ms,
-                second_tab: true,
-                ..
-            } => {
+            Event::Invoke { t_ms, tab: 1, .. } => {
                 assert!(
                     open,
                     "at {t_ms} ms: the second tab sent a call while closed"
@@ -147,13 +143,93 @@ fn second_tab_calls_lie_inside_its_openings() {
         .count();
     assert!(opened > 0, "no opening of the second tab in the timeline");
     assert!(
-        !out.history.iter().any(|e| matches!(
-            e,
-            Event::Invoke {
-                second_tab: true,
-                ..
-            }
-        )),
+        !out.history
+            .iter()
+            .any(|e| matches!(e, Event::Invoke { tab: 1, .. })),
         "a second tab sent a call under the lock"
+    );
+}
+
+/// Under the hardened `tab_lock`, calls come from one tab at a time across
+/// tab hand-overs: the first tab until it closes, then only the tab that
+/// took the lock, from the instant it took it. Without the lock (planted
+/// `no-tab-lock`) the new tab syncs from the moment it opens, beside the
+/// tab the user still works in.
+#[test]
+fn across_tab_hand_overs_only_the_lock_holder_sends() {
+    use std::collections::BTreeMap;
+    let s = Scenario::embedded("tab-handover").expect("embedded scenario");
+    let (params, config) = s.setup(Preset::Hardened, None);
+    let mut handed_over = 0;
+    let mut sent_by_new_tabs = 0;
+    for seed in 0..6 {
+        let out = run(&params, seed, config.clone(), false);
+        // Per user, the tab that may send (`Event::Invoke::tab`); `None`
+        // between a close and the next tab's start, and while dead.
+        let mut holder: BTreeMap<u32, Option<u32>> = BTreeMap::new();
+        for e in &out.history {
+            match e {
+                Event::Fault {
+                    user: Some(u),
+                    what,
+                    ..
+                } => {
+                    if what.starts_with("the working tab closed") || what == "app killed" {
+                        holder.insert(*u, None);
+                    } else if what == "app restarted" {
+                        holder.insert(*u, Some(0));
+                    } else if let Some(rest) = what.strip_prefix("tab h") {
+                        if let Some(n) = rest.strip_suffix(" took the sync lock, its engine starts")
+                        {
+                            let n: u32 = n.parse().expect("hand-over number");
+                            holder.insert(*u, Some(n + 1));
+                            handed_over += 1;
+                        }
+                    }
+                }
+                Event::Invoke {
+                    t_ms, user, tab, ..
+                } => {
+                    let allowed = holder.get(user).copied().unwrap_or(Some(0));
+                    assert_eq!(
+                        allowed,
+                        Some(*tab),
+                        "seed {seed}, at {t_ms} ms: u{user}'s tab {tab} sent a call without the lock"
+                    );
+                    if *tab >= 2 {
+                        sent_by_new_tabs += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        handed_over > 0 && sent_by_new_tabs > 0,
+        "no tab took the lock over and sent in 6 seeds: the test checked nothing"
+    );
+
+    // Without the lock a new tab sends while the working tab is still open.
+    let bug = PlantedBug::find("no-tab-lock").expect("planted bug");
+    let (params, config) = s.setup(Preset::Hardened, Some(bug));
+    let beside = (0..6).any(|seed| {
+        let out = run(&params, seed, config.clone(), false);
+        let mut open_beside = false;
+        out.history.iter().any(|e| match e {
+            Event::Fault { what, .. } => {
+                if what.starts_with("tab h") && what.ends_with("opened, its engine starts") {
+                    open_beside = true;
+                } else if what.starts_with("the working tab closed") {
+                    open_beside = false;
+                }
+                false
+            }
+            Event::Invoke { tab, .. } => open_beside && *tab >= 2,
+            _ => false,
+        })
+    });
+    assert!(
+        beside,
+        "without the lock no new tab sent beside the working tab in 6 seeds"
     );
 }
