@@ -5,7 +5,10 @@
 //! when the hardened preset broke one; 2 for bad input.
 
 use crate::explore::PlantedBug;
-use crate::report::{bug_flag, render_json, render_markdown, replay_command, ScenarioReport};
+use crate::report::{
+    bug_flag, render_json, render_markdown, render_verdict_markdown, replay_command, verdict,
+    ScenarioReport, VERDICT_SEEDS,
+};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::world::run_checked;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -568,6 +571,21 @@ pub fn run(cli: Cli) -> Outcome {
                 }
                 written.push_str(&format!("wrote {}\n", path.display()));
             }
+            let mut scenarios = Vec::new();
+            for name in Scenario::known() {
+                match Scenario::embedded(&name) {
+                    Ok(s) => scenarios.push(s),
+                    Err(e) => return bad_input(e),
+                }
+            }
+            let jobs = std::thread::available_parallelism().map_or(1, usize::from);
+            let tallies = verdict(&scenarios, VERDICT_SEEDS, jobs);
+            let md = render_verdict_markdown(&tallies, VERDICT_SEEDS);
+            let path = dir.join("README.md");
+            if let Err(e) = std::fs::write(&path, md) {
+                return bad_input(format!("cannot write {}: {e}", path.display()));
+            }
+            written.push_str(&format!("wrote {}\n", path.display()));
             Outcome {
                 code: 0,
                 stdout: written,

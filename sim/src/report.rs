@@ -335,3 +335,221 @@ mod tests {
         assert!(r.hardened_ok());
     }
 }
+
+/// Seeds of every scenario that the verdict page (`reports/README.md`)
+/// sums up: `0..VERDICT_SEEDS`, every preset. Twenty, because that is the
+/// fixed seed list of the slowest scenario (`large-backlog`), and enough
+/// for a rate to mean something on every other.
+pub const VERDICT_SEEDS: u64 = 20;
+
+/// One preset over a scenario's first seeds.
+#[derive(Clone, Debug, Default)]
+pub struct PresetTally {
+    pub seeds: u64,
+    /// Seeds on which at least one checker failed.
+    pub failing_seeds: u64,
+    /// Seeds on which each checker failed.
+    pub per_checker: BTreeMap<&'static str, u64>,
+    pub requests: u64,
+    pub edits: u64,
+    /// Drain times of the seeds whose queues drained, sorted.
+    pub drain_ms: Vec<i64>,
+}
+
+/// One scenario's line of the verdict page.
+#[derive(Clone, Debug)]
+pub struct ScenarioTally {
+    pub scenario: String,
+    pub presets: Vec<(Preset, PresetTally)>,
+}
+
+impl PresetTally {
+    /// Runs seeds `0..seeds` of one preset of a scenario.
+    pub fn run(s: &Scenario, preset: Preset, seeds: u64) -> PresetTally {
+        let params = s.world_params();
+        let mut t = PresetTally::default();
+        for seed in 0..seeds {
+            let r = run_checked(&params, seed, s.engine_config(preset), false);
+            t.seeds += 1;
+            t.requests += r.metrics.requests;
+            t.edits += r.metrics.edits;
+            t.drain_ms.extend(r.metrics.drain_time_ms);
+            let mut failed = false;
+            for v in r.verdicts.iter().filter(|v| !v.ok) {
+                *t.per_checker.entry(v.checker).or_default() += 1;
+                failed = true;
+            }
+            t.failing_seeds += u64::from(failed);
+        }
+        t.drain_ms.sort_unstable();
+        t
+    }
+}
+
+impl ScenarioTally {
+    fn preset(&self, p: Preset) -> Option<&PresetTally> {
+        self.presets.iter().find(|(q, _)| *q == p).map(|(_, t)| t)
+    }
+}
+
+/// Seeds `0..seeds` of every preset of every scenario, on `jobs` worker
+/// threads (one scenario's preset at a time each, a fresh madsim runtime
+/// per seed). Gathered by position, so the result does not depend on
+/// scheduling.
+pub fn verdict(scenarios: &[Scenario], seeds: u64, jobs: usize) -> Vec<ScenarioTally> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let units: Vec<(usize, Preset)> = scenarios
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.presets.iter().map(move |p| (i, *p)))
+        .collect();
+    // Largest workloads first, so that the longest units (large-backlog's,
+    // two thirds of the whole) do not start last and leave a worker idle.
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by_key(|&u| {
+        let w = &scenarios[units[u].0].workload;
+        std::cmp::Reverse(w.initial_backlog + w.edits)
+    });
+    let next = AtomicUsize::new(0);
+    let done: Mutex<BTreeMap<usize, PresetTally>> = Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let Some(&u) = order.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    return;
+                };
+                let (i, preset) = units[u];
+                let t = PresetTally::run(&scenarios[i], preset, seeds);
+                done.lock().expect("tallies").insert(u, t);
+            });
+        }
+    });
+    let mut done = done.into_inner().expect("tallies");
+    let mut out: Vec<ScenarioTally> = scenarios
+        .iter()
+        .map(|s| ScenarioTally {
+            scenario: s.name.clone(),
+            presets: Vec::new(),
+        })
+        .collect();
+    for (u, (i, preset)) in units.into_iter().enumerate() {
+        let t = done.remove(&u).expect("every unit ran");
+        out[i].presets.push((preset, t));
+    }
+    out
+}
+
+/// The verdict page: every scenario's first seeds under every preset, how
+/// many broke an invariant and which, and what the sync cost. Markdown for
+/// `reports/README.md`, which GitHub shows under the per-seed reports.
+pub fn render_verdict_markdown(tallies: &[ScenarioTally], seeds: u64) -> String {
+    const PRESETS: [Preset; 3] = [Preset::Individual, Preset::Batched, Preset::Hardened];
+    let mut s = String::new();
+    s.push_str("# The verdict, scenario by scenario\n\n");
+    let _ = writeln!(
+        s,
+        "Seeds 0..{seeds} of every scenario under each preset: `individual` is today's app \
+         (one request per operation), `batched` the plan as written (`bulk_sync_entities`, up to \
+         50 operations per type, all or nothing), `hardened` the plan with the fixes the \
+         simulator showed it needs (ARCHITECTURE.md, \"The hardened switches\"). Each scenario's \
+         own report shows one seed in full, with the replay command of every violation. \
+         Regenerate with `cargo run -p sim -- reports`; `cargo test` fails while this page is \
+         stale.\n"
+    );
+    let mut totals = [(0u64, 0u64); 3];
+    for t in tallies {
+        for (i, p) in PRESETS.iter().enumerate() {
+            if let Some(x) = t.preset(*p) {
+                totals[i].0 += x.failing_seeds;
+                totals[i].1 += x.seeds;
+            }
+        }
+    }
+    let said: Vec<String> = PRESETS
+        .iter()
+        .zip(totals)
+        .map(|(p, (failing, seeds))| match failing {
+            0 => format!("`{}` held every invariant on all {seeds} runs", p.as_str()),
+            _ => format!(
+                "`{}` broke an invariant on {failing} of {seeds} runs",
+                p.as_str()
+            ),
+        })
+        .collect();
+    let _ = writeln!(s, "In short: {}.\n", said.join("; "));
+    s.push_str("## Safety: seeds that broke an invariant\n\n");
+    s.push_str(
+        "A cell counts the seeds on which the preset broke at least one invariant, then names \
+         each checker that failed and on how many of those seeds.\n\n",
+    );
+    s.push_str("| scenario | individual | batched | hardened |\n|---|---|---|---|\n");
+    for t in tallies {
+        let _ = write!(s, "| [{0}]({0}.md) |", t.scenario);
+        for p in PRESETS {
+            let Some(x) = t.preset(p) else {
+                s.push_str(" — |");
+                continue;
+            };
+            if x.failing_seeds == 0 {
+                let _ = write!(s, " ✅ none of {} |", x.seeds);
+                continue;
+            }
+            let checkers: Vec<String> = CHECKERS
+                .iter()
+                .filter_map(|c| x.per_checker.get(c).map(|n| format!("{c} {n}")))
+                .collect();
+            let _ = write!(
+                s,
+                " ❌ {} of {}: {} |",
+                x.failing_seeds,
+                x.seeds,
+                checkers.join(", ")
+            );
+        }
+        s.push('\n');
+    }
+    let _ = write!(s, "| **all {} scenarios** |", tallies.len());
+    for (failing, seeds) in totals {
+        let _ = write!(s, " **{failing} of {seeds}** |");
+    }
+    s.push_str("\n\n## Cost: requests and time to drain\n\n");
+    s.push_str(
+        "Requests per edit the user made, over the same seeds, and the median simulated time \
+         from the first edit until every queue was last empty of pending and syncing work (seeds \
+         whose queue never drained are counted apart).\n\n",
+    );
+    s.push_str(
+        "| scenario | requests per edit: individual | batched | hardened | median drain (s): individual | batched | hardened |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for t in tallies {
+        let _ = write!(s, "| {} |", t.scenario);
+        for p in PRESETS {
+            match t.preset(p) {
+                Some(x) if x.edits > 0 => {
+                    let _ = write!(s, " {:.2} |", x.requests as f64 / x.edits as f64);
+                }
+                _ => s.push_str(" — |"),
+            }
+        }
+        for p in PRESETS {
+            let Some(x) = t.preset(p) else {
+                s.push_str(" — |");
+                continue;
+            };
+            let never = x.seeds - x.drain_ms.len() as u64;
+            let median = x
+                .drain_ms
+                .get(x.drain_ms.len() / 2)
+                .map_or_else(|| "never".to_string(), |ms| secs(*ms));
+            if never > 0 && !x.drain_ms.is_empty() {
+                let _ = write!(s, " {median} ({never} never) |");
+            } else {
+                let _ = write!(s, " {median} |");
+            }
+        }
+        s.push('\n');
+    }
+    s
+}

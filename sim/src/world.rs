@@ -1859,6 +1859,15 @@ fn tab_closed(shared: &Shared, user: u32, in_flight: &AtomicU64) -> bool {
     true
 }
 
+/// A line of user `user`'s fault timeline about its tabs.
+fn tab_event(shared: &Shared, user: u32, what: String) {
+    shared.record(Event::Fault {
+        t_ms: shared.now_ms(),
+        user: Some(user),
+        what,
+    });
+}
+
 /// Which tab of the app an engine runs in.
 #[derive(Clone, Copy)]
 enum Tab {
@@ -2005,11 +2014,11 @@ async fn working_tab(
     if tab_closed(&shared, user, &in_flight) {
         shared.mark("tab_closed_mid_call");
     }
-    shared.record(Event::Fault {
-        t_ms: shared.now_ms(),
-        user: Some(user),
-        what: "the working tab closed (hand-over), its call in flight (if any) dropped".into(),
-    });
+    tab_event(
+        &shared,
+        user,
+        "the working tab closed (hand-over), its call in flight (if any) dropped".into(),
+    );
     // The lock is free once the tab is gone (the Web Locks API releases a
     // closed document's locks).
     let _ = lock_freed.send(());
@@ -2031,17 +2040,11 @@ async fn handover_tab(
     lock_free: tokio::sync::oneshot::Receiver<()>,
 ) {
     sleep_until_ms(&shared, w.start_ms).await;
-    let tab_event = |what: String| {
-        shared.record(Event::Fault {
-            t_ms: shared.now_ms(),
-            user: Some(user),
-            what,
-        })
-    };
+    let event = |what: String| tab_event(&shared, user, what);
     let tab = Tab::Handover { k };
     let in_flight = Arc::new(AtomicU64::new(0));
     let engine = if shared.config.hardening.tab_lock {
-        tab_event(format!(
+        event(format!(
             "tab h{} opened; the working tab closes at {:.3}s, until then it holds the sync lock",
             k + 1,
             w.end_ms as f64 / 1000.0
@@ -2049,14 +2052,14 @@ async fn handover_tab(
         // Sent or dropped, the working tab is gone: a dropped sender is a
         // tab that died with the device, and so did this task.
         let _ = lock_free.await;
-        tab_event(format!(
+        event(format!(
             "tab h{} took the sync lock, its engine starts",
             k + 1
         ));
         shared.mark("tab_lock_handed_over");
         open_engine(&shared, user, tab, restarts, in_flight.clone()).await
     } else {
-        tab_event(format!("tab h{} opened, its engine starts", k + 1));
+        event(format!("tab h{} opened, its engine starts", k + 1));
         shared.mark("second_tab_engine_ran");
         let mut engine = open_engine(&shared, user, tab, restarts, in_flight.clone()).await;
         let interval_ms = shared.params.interval_ms.max(1);
@@ -2089,32 +2092,26 @@ async fn second_tab_main(shared: Arc<Shared>, user: u32, restarts: u64) {
             continue;
         }
         sleep_until_ms(&shared, w.start_ms).await;
-        let tab_event = |what: String| {
-            shared.record(Event::Fault {
-                t_ms: shared.now_ms(),
-                user: Some(user),
-                what,
-            })
-        };
+        let event = |what: String| tab_event(&shared, user, what);
         if shared.config.hardening.tab_lock {
             // No wake-up at the close: an extra timer would move every
             // later event of the run (madsim draws the order of tasks ready
             // at one instant), so the close time goes in this line.
-            tab_event(format!(
+            event(format!(
                 "second tab opened until {:.3}s; the first tab holds the sync lock, so it sends nothing",
                 w.end_ms as f64 / 1000.0
             ));
             shared.mark("second_tab_left_to_lock");
             continue;
         }
-        tab_event("second tab opened, its engine starts".to_string());
+        event("second tab opened, its engine starts".to_string());
         shared.mark("second_tab_engine_ran");
         let open_ms = (w.end_ms - shared.now_ms()).max(0) as u64;
         let in_flight = Arc::new(AtomicU64::new(0));
         let tab = second_tab_engine(shared.clone(), user, restarts, i as u64, in_flight.clone());
         let _ = timeout(Duration::from_millis(open_ms), tab).await;
         tab_closed(&shared, user, &in_flight);
-        tab_event("second tab closed, its call in flight (if any) dropped".to_string());
+        event("second tab closed, its call in flight (if any) dropped".to_string());
     }
 }
 

@@ -5,7 +5,9 @@
 //!     UPDATE_REPORTS=1 cargo test -p sim --test reports
 //!     (or: cargo run -p sim -- reports)
 
-use sim::report::{render_markdown, ScenarioReport};
+use sim::report::{
+    render_markdown, render_verdict_markdown, verdict, ScenarioReport, VERDICT_SEEDS,
+};
 use sim::scenario::Scenario;
 use std::path::Path;
 
@@ -33,6 +35,29 @@ fn committed_reports_match_this_build() {
         stale.is_empty(),
         "snapshot reports are stale (UPDATE_REPORTS=1 cargo test -p sim --test reports, then review the diff):\n{}",
         stale.join("\n")
+    );
+}
+
+/// The verdict page sums up every scenario's first seeds under every
+/// preset; like the reports, it must be what this build renders.
+#[test]
+fn committed_verdict_matches_this_build() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/README.md");
+    let scenarios: Vec<Scenario> = Scenario::known()
+        .iter()
+        .map(|n| Scenario::embedded(n).unwrap())
+        .collect();
+    let jobs = std::thread::available_parallelism().map_or(1, usize::from);
+    let md = render_verdict_markdown(&verdict(&scenarios, VERDICT_SEEDS, jobs), VERDICT_SEEDS);
+    if std::env::var("UPDATE_REPORTS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &md).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == md,
+        "{} is stale (UPDATE_REPORTS=1 cargo test -p sim --test reports, then review the diff)",
+        path.display()
     );
 }
 
