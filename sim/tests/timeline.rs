@@ -1,7 +1,8 @@
 //! The history's fault timeline says what the world did: the 5xx bursts
 //! and clock skew (written from the plan, since no task wakes up at them)
-//! begin and end where the server and the tabs saw them, and every call a
-//! second tab sent lies inside one of its openings. A reader of
+//! begin and end where the server and the tabs saw them, every call a
+//! second tab sent lies inside one of its openings, and across tab
+//! hand-overs only the tab holding the lock sends. A reader of
 //! `sim replay --trace` relies on these lines to explain a failure.
 
 use sim::explore::PlantedBug;
