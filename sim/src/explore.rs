@@ -10,7 +10,7 @@ use crate::server::ServerBugs;
 use crate::world::{run, run_checked, WorldParams};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use sync_core::engine::{EngineConfig, PlantedEngineBugs, Preset};
 
@@ -475,9 +475,35 @@ fn fingerprint(events: &[Event]) -> Vec<String> {
     events.iter().map(|e| format!("{e:?}")).collect()
 }
 
-/// Runs the sweep on `jobs` worker threads. Each seed gets a fresh madsim
-/// runtime on its worker; results are gathered by seed, so the summary does
-/// not depend on scheduling.
+/// Runs `work` on every unit `0..order.len()`, on `jobs` worker threads
+/// that take the units in the order `order` lists them (a permutation),
+/// and returns the results by unit: what the caller gets does not depend
+/// on scheduling. Each unit is run on one worker, which gives each of its
+/// seeds a fresh madsim runtime. Bound: one step per unit.
+pub fn par_map<T: Send>(order: &[usize], jobs: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<T>>> = Mutex::new((0..order.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let Some(&u) = order.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    return;
+                };
+                let t = work(u);
+                done.lock().expect("results")[u] = Some(t);
+            });
+        }
+    });
+    done.into_inner()
+        .expect("results")
+        .into_iter()
+        .map(|t| t.expect("every unit ran"))
+        .collect()
+}
+
+/// Runs the sweep on `jobs` worker threads (`par_map`). Each seed gets a
+/// fresh madsim runtime on its worker; results are gathered by position,
+/// so the summary does not depend on scheduling.
 pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     let (params, config) = s.setup(o.preset, o.bug);
     let (k, m) = o.shard;
@@ -487,8 +513,6 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     // Every 1/fraction-th seed (by position) is run twice; none at 0.
     let every =
         (o.check_determinism > 0.0).then(|| (1.0 / o.check_determinism).round().max(1.0) as usize);
-    let next = AtomicU64::new(0);
-    let results: Mutex<BTreeMap<u64, SeedResult>> = Mutex::new(BTreeMap::new());
     let wall = std::time::Instant::now();
     let bar = if o.progress {
         let bar = indicatif::ProgressBar::new(seeds.len() as u64);
@@ -504,43 +528,33 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    std::thread::scope(|scope| {
-        for _ in 0..o.jobs.max(1) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
-                let Some(&seed) = seeds.get(i) else {
-                    return;
-                };
-                let r = run_checked(&params, seed, config.clone(), false);
-                let failed: Vec<&'static str> = r
-                    .verdicts
-                    .iter()
-                    .filter(|v| !v.ok)
-                    .map(|v| v.checker)
-                    .collect();
-                let det = every.is_some_and(|n| i % n == 0).then(|| {
-                    let again = run(&params, seed, config.clone(), false);
-                    first_difference(
-                        &fingerprint(&r.output.history),
-                        &fingerprint(&again.history),
-                    )
-                });
-                results.lock().expect("results").insert(
-                    seed,
-                    SeedResult {
-                        failed,
-                        sim_time_ms: r.metrics.sim_time_ms,
-                        determinism: det,
-                        marks: r.output.marks.keys().copied().collect(),
-                    },
-                );
-                bar.inc(1);
-            });
+    let order: Vec<usize> = (0..seeds.len()).collect();
+    let results = par_map(&order, o.jobs, |i| {
+        let seed = seeds[i];
+        let r = run_checked(&params, seed, config.clone(), false);
+        let failed: Vec<&'static str> = r
+            .verdicts
+            .iter()
+            .filter(|v| !v.ok)
+            .map(|v| v.checker)
+            .collect();
+        let det = every.is_some_and(|n| i % n == 0).then(|| {
+            let again = run(&params, seed, config.clone(), false);
+            first_difference(
+                &fingerprint(&r.output.history),
+                &fingerprint(&again.history),
+            )
+        });
+        bar.inc(1);
+        SeedResult {
+            failed,
+            sim_time_ms: r.metrics.sim_time_ms,
+            determinism: det,
+            marks: r.output.marks.keys().copied().collect(),
         }
     });
     bar.finish_and_clear();
     let secs = wall.elapsed().as_secs_f64().max(1e-9);
-    let results = results.into_inner().expect("results");
     let mut out = SweepSummary {
         scenario: s.name.clone(),
         preset: o.preset.as_str().to_string(),
@@ -549,7 +563,7 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
         ..SweepSummary::default()
     };
     let mut sim_ms = 0i64;
-    for (seed, r) in results {
+    for (&seed, r) in seeds.iter().zip(results) {
         sim_ms += r.sim_time_ms;
         for m in r.marks {
             *out.marks.entry(m.to_string()).or_default() += 1;

@@ -397,8 +397,6 @@ impl ScenarioTally {
 /// per seed). Gathered by position, so the result does not depend on
 /// scheduling.
 pub fn verdict(scenarios: &[Scenario], seeds: u64, jobs: usize) -> Vec<ScenarioTally> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
     let units: Vec<(usize, Preset)> = scenarios
         .iter()
         .enumerate()
@@ -411,21 +409,11 @@ pub fn verdict(scenarios: &[Scenario], seeds: u64, jobs: usize) -> Vec<ScenarioT
         let w = &scenarios[units[u].0].workload;
         std::cmp::Reverse(w.initial_backlog + w.edits)
     });
-    let next = AtomicUsize::new(0);
-    let done: Mutex<BTreeMap<usize, PresetTally>> = Mutex::new(BTreeMap::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1) {
-            scope.spawn(|| loop {
-                let Some(&u) = order.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                    return;
-                };
-                let (i, preset) = units[u];
-                let t = PresetTally::run(&scenarios[i], preset, seeds);
-                done.lock().expect("tallies").insert(u, t);
-            });
-        }
-    });
-    let mut done = done.into_inner().expect("tallies");
+    let mut done = crate::explore::par_map(&order, jobs, |u| {
+        let (i, preset) = units[u];
+        PresetTally::run(&scenarios[i], preset, seeds)
+    })
+    .into_iter();
     let mut out: Vec<ScenarioTally> = scenarios
         .iter()
         .map(|s| ScenarioTally {
@@ -433,8 +421,8 @@ pub fn verdict(scenarios: &[Scenario], seeds: u64, jobs: usize) -> Vec<ScenarioT
             presets: Vec::new(),
         })
         .collect();
-    for (u, (i, preset)) in units.into_iter().enumerate() {
-        let t = done.remove(&u).expect("every unit ran");
+    for (i, preset) in units {
+        let t = done.next().expect("one tally a unit");
         out[i].presets.push((preset, t));
     }
     out
