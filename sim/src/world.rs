@@ -391,14 +391,12 @@ struct DeviceShared {
     alive: AtomicBool,
     nudge: tokio::sync::Notify,
     restarts: AtomicU64,
-    /// The request in flight (0: none) and the last one the server
-    /// committed: equal at a kill means "killed after commit, before
-    /// mark_batch_completed" (the `kill_after_commit` mark).
-    in_flight_req: AtomicU64,
+    /// The last request the server committed for this device.
     last_committed_req: AtomicU64,
     /// Every call of the device's tabs still awaiting its answer: a kill
-    /// drops them all (`Outcome::Dropped`). Bounded by the tabs, one call
-    /// each.
+    /// drops them all (`Outcome::Dropped`), and one of them being the last
+    /// committed means "killed after commit, before mark_batch_completed"
+    /// (the `kill_after_commit` mark). Bounded by the tabs, one call each.
     calls_in_flight: Mutex<BTreeSet<u64>>,
     /// The latest device clock reading, to notice the clock going back.
     clock_seen_ms: AtomicI64,
@@ -618,7 +616,6 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
                 alive: AtomicBool::new(true),
                 nudge: tokio::sync::Notify::new(),
                 restarts: AtomicU64::new(0),
-                in_flight_req: AtomicU64::new(0),
                 last_committed_req: AtomicU64::new(0),
                 calls_in_flight: Mutex::new(BTreeSet::new()),
                 clock_seen_ms: AtomicI64::new(i64::MIN),
@@ -844,11 +841,10 @@ async fn run_world(shared: Arc<Shared>) {
                 }
                 handle.kill(nodes[u as usize].id());
                 shared.mark("app_killed");
-                let in_flight = d.in_flight_req.swap(0, Ordering::SeqCst);
-                if in_flight != 0 && in_flight == d.last_committed_req.load(Ordering::SeqCst) {
+                let dropped = std::mem::take(&mut *d.calls_in_flight.lock().expect("calls"));
+                if dropped.contains(&d.last_committed_req.load(Ordering::SeqCst)) {
                     shared.mark("kill_after_commit");
                 }
-                let dropped = std::mem::take(&mut *d.calls_in_flight.lock().expect("calls"));
                 for req_id in dropped {
                     shared.record(Event::Complete {
                         t_ms: shared.now_ms(),
@@ -1682,7 +1678,6 @@ impl SimRemote {
             ops: ctx.ops.clone(),
             bytes,
         });
-        d.in_flight_req.store(req_id, Ordering::SeqCst);
         self.in_flight.store(req_id, Ordering::SeqCst);
         d.calls_in_flight.lock().expect("calls").insert(req_id);
         let silent = d.silent_drop.load(Ordering::SeqCst);
@@ -1741,7 +1736,6 @@ impl SimRemote {
                 error: e.to_string(),
             },
         };
-        d.in_flight_req.store(0, Ordering::SeqCst);
         self.in_flight.store(0, Ordering::SeqCst);
         d.calls_in_flight.lock().expect("calls").remove(&req_id);
         shared.record(Event::Complete {
@@ -1845,11 +1839,6 @@ fn tab_closed(shared: &Shared, user: u32, in_flight: &AtomicU64) -> bool {
     }
     let d = &shared.devices[user as usize];
     d.calls_in_flight.lock().expect("calls").remove(&req_id);
-    // The device-wide slot (the `kill_after_commit` mark) forgets it too,
-    // unless another tab's call has taken the slot since.
-    let _ = d
-        .in_flight_req
-        .compare_exchange(req_id, 0, Ordering::SeqCst, Ordering::SeqCst);
     shared.record(Event::Complete {
         t_ms: shared.now_ms(),
         user,
