@@ -155,6 +155,32 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: SweepFormat,
     },
+    /// The plan's open question 2: the same seeds of a scenario at several
+    /// batch sizes (operations per entity type), presets side by side.
+    BatchSize {
+        /// Scenario name (see `sim list`); ignored with --file.
+        name: String,
+        /// Load the scenario from this TOML file instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Comma-separated sizes, each 1..=1000 (the server refuses a call
+        /// of more than 500 operations).
+        #[arg(long, default_value = "10,25,50,100,200")]
+        sizes: String,
+        #[arg(long, default_value_t = crate::batch_size::STUDY_SEEDS)]
+        seeds: u64,
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// `all` is batched and hardened: a size means nothing to
+        /// individual, which sends one operation a call.
+        #[arg(long, value_enum, default_value = "all")]
+        preset: PresetArg,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: Format,
+    },
     /// The catalogue of planted bugs; with --measure, seeds to first catch.
     Bugs {
         #[arg(long)]
@@ -221,6 +247,11 @@ fn preset_and_bug(
         preset.single(command)?,
         bug.map(PlantedBug::find).transpose()?,
     ))
+}
+
+/// Worker threads when `--jobs` is not given: every core.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn bad_input(e: impl std::fmt::Display) -> Outcome {
@@ -452,8 +483,7 @@ pub fn run(cli: Cli) -> Outcome {
             } else {
                 vec![load(&name, file.as_deref())]
             };
-            let jobs =
-                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let jobs = jobs.unwrap_or_else(default_jobs);
             let opts = crate::explore::SweepOptions {
                 start,
                 seeds,
@@ -555,6 +585,69 @@ pub fn run(cli: Cli) -> Outcome {
                 stderr: String::new(),
             }
         }
+        Command::BatchSize {
+            name,
+            file,
+            sizes,
+            seeds,
+            start,
+            preset,
+            jobs,
+            format,
+        } => {
+            let s = match load(&name, file.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return bad_input(e),
+            };
+            let sizes = match crate::batch_size::parse_sizes(&sizes) {
+                Ok(v) => v,
+                Err(e) => return bad_input(e),
+            };
+            if seeds == 0 {
+                return bad_input("--seeds must be at least 1");
+            }
+            let Some(end) = start.checked_add(seeds) else {
+                return bad_input("--start plus --seeds is past the last seed");
+            };
+            let presets = match preset {
+                PresetArg::All => crate::batch_size::STUDY_PRESETS.to_vec(),
+                PresetArg::Individual => {
+                    return bad_input(
+                        "a batch size means nothing to individual (one operation a call); \
+                         use batched, hardened or all",
+                    )
+                }
+                p => vec![p.single("batch-size").expect("not all")],
+            };
+            let jobs = jobs.unwrap_or_else(default_jobs);
+            let rows = crate::batch_size::study(
+                std::slice::from_ref(&s),
+                &presets,
+                &sizes,
+                start..end,
+                jobs,
+            );
+            let hardened_ok = rows
+                .iter()
+                .all(|r| r.preset != Preset::Hardened || r.tally.failing_seeds == 0);
+            let stdout = match format {
+                Format::Markdown => {
+                    let listed: Vec<String> = sizes.iter().map(usize::to_string).collect();
+                    let provenance = format!(
+                        "Produced by `sim batch-size {} --sizes {} --seeds {seeds} --start {start}`.",
+                        s.replay_target(),
+                        listed.join(",")
+                    );
+                    crate::batch_size::render_markdown(&rows, start..end, &provenance)
+                }
+                Format::Json => crate::batch_size::render_json(&rows),
+            };
+            Outcome {
+                code: if hardened_ok { 0 } else { 1 },
+                stdout,
+                stderr: String::new(),
+            }
+        }
         Command::Reports { dir } => {
             let mut written = String::new();
             for name in Scenario::known() {
@@ -578,14 +671,24 @@ pub fn run(cli: Cli) -> Outcome {
                     Err(e) => return bad_input(e),
                 }
             }
-            let jobs = std::thread::available_parallelism().map_or(1, usize::from);
-            let tallies = verdict(&scenarios, VERDICT_SEEDS, jobs);
-            let md = render_verdict_markdown(&tallies, VERDICT_SEEDS);
-            let path = dir.join("README.md");
-            if let Err(e) = std::fs::write(&path, md) {
-                return bad_input(format!("cannot write {}: {e}", path.display()));
+            let tallies = verdict(&scenarios, VERDICT_SEEDS, default_jobs());
+            let pages = [
+                (
+                    "README.md",
+                    render_verdict_markdown(&tallies, VERDICT_SEEDS),
+                ),
+                (
+                    "batch-size.md",
+                    crate::batch_size::committed_study(default_jobs()),
+                ),
+            ];
+            for (file, md) in pages {
+                let path = dir.join(file);
+                if let Err(e) = std::fs::write(&path, md) {
+                    return bad_input(format!("cannot write {}: {e}", path.display()));
+                }
+                written.push_str(&format!("wrote {}\n", path.display()));
             }
-            written.push_str(&format!("wrote {}\n", path.display()));
             Outcome {
                 code: 0,
                 stdout: written,
@@ -747,6 +850,73 @@ mod tests {
             run_args(["sim", "scenario", "normal-usage", "--seeds", "0"]).code,
             2
         );
+    }
+
+    #[test]
+    fn batch_size_refuses_bad_sizes_and_the_individual_preset() {
+        for (args, says) in [
+            (vec!["--sizes", "10,0"], "outside 1..=1000"),
+            (vec!["--sizes", "10,ten"], "\"ten\""),
+            (
+                vec!["--preset", "individual"],
+                "means nothing to individual",
+            ),
+            (vec!["--seeds", "0"], "--seeds must be at least 1"),
+        ] {
+            let argv = ["sim", "batch-size", "backup-import"]
+                .into_iter()
+                .chain(args);
+            let o = run_args(argv);
+            assert_eq!(o.code, 2, "{}", o.stderr);
+            assert!(o.stderr.contains(says), "{}", o.stderr);
+        }
+        assert_eq!(run_args(["sim", "batch-size", "nope"]).code, 2);
+    }
+
+    #[test]
+    fn batch_size_runs_each_size_on_the_same_seeds() {
+        let o = run_args([
+            "sim",
+            "batch-size",
+            "large-batch",
+            "--sizes",
+            "10,200",
+            "--seeds",
+            "2",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
+        let got: Vec<(String, u64, u64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["preset"].as_str().unwrap().to_string(),
+                    r["max_per_type"].as_u64().unwrap(),
+                    r["seeds"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let want = [
+            ("batched", 10),
+            ("batched", 200),
+            ("hardened", 10),
+            ("hardened", 200),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(p, n)| (p.to_string(), n, 2)).to_vec(),
+            "a row per preset and size, in that order"
+        );
+        // 160 players: at least 16 calls of 10 a seed; at 200 a type, a
+        // few calls a seed (the first pass may start before the last
+        // player is queued).
+        let bulk = |i: usize| rows[i]["bulk_requests"].as_u64().unwrap();
+        for (small, large) in [(0, 1), (2, 3)] {
+            assert!(bulk(small) >= 2 * 16, "{rows:?}");
+            assert!(bulk(large) < bulk(small) / 4, "{rows:?}");
+        }
     }
 
     /// `sim explore ARGS --format json`: the exit code and the parsed output

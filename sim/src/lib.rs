@@ -5,6 +5,7 @@
 #[cfg(not(madsim))]
 compile_error!("sim must be built with `--cfg madsim` (see .cargo/config.toml)");
 
+pub mod batch_size;
 pub mod checker;
 pub mod cli;
 pub mod explore;

@@ -11,6 +11,7 @@ use crate::world::run_checked;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Range;
 use sync_core::engine::Preset;
 
 /// One preset's run.
@@ -351,6 +352,12 @@ pub struct PresetTally {
     /// Seeds on which each checker failed.
     pub per_checker: BTreeMap<&'static str, u64>,
     pub requests: u64,
+    /// Of which `bulk_sync_entities` calls.
+    pub bulk_requests: u64,
+    /// Calls whose outcome a timeout or a lost answer hid.
+    pub aborts: u64,
+    /// Calls answered with an error.
+    pub failures: u64,
     pub edits: u64,
     /// Drain times of the seeds whose queues drained, sorted.
     pub drain_ms: Vec<i64>,
@@ -364,14 +371,17 @@ pub struct ScenarioTally {
 }
 
 impl PresetTally {
-    /// Runs seeds `0..seeds` of one preset of a scenario.
-    pub fn run(s: &Scenario, preset: Preset, seeds: u64) -> PresetTally {
+    /// Runs seeds `seeds` of one preset of a scenario.
+    pub fn run(s: &Scenario, preset: Preset, seeds: Range<u64>) -> PresetTally {
         let params = s.world_params();
         let mut t = PresetTally::default();
-        for seed in 0..seeds {
+        for seed in seeds {
             let r = run_checked(&params, seed, s.engine_config(preset), false);
             t.seeds += 1;
             t.requests += r.metrics.requests;
+            t.bulk_requests += r.metrics.bulk_requests;
+            t.aborts += r.metrics.aborts;
+            t.failures += r.metrics.failures;
             t.edits += r.metrics.edits;
             t.drain_ms.extend(r.metrics.drain_time_ms);
             let mut failed = false;
@@ -411,7 +421,7 @@ pub fn verdict(scenarios: &[Scenario], seeds: u64, jobs: usize) -> Vec<ScenarioT
     });
     let mut done = crate::explore::par_map(&order, jobs, |u| {
         let (i, preset) = units[u];
-        PresetTally::run(&scenarios[i], preset, seeds)
+        PresetTally::run(&scenarios[i], preset, 0..seeds)
     })
     .into_iter();
     let mut out: Vec<ScenarioTally> = scenarios
@@ -443,7 +453,8 @@ pub fn render_verdict_markdown(tallies: &[ScenarioTally], seeds: u64) -> String 
          simulator showed it needs (ARCHITECTURE.md, \"The hardened switches\"). Each scenario's \
          own report shows one seed in full, with the replay command of every violation. \
          Regenerate with `cargo run -p sim -- reports`; `cargo test` fails while this page is \
-         stale.\n"
+         stale. The plan's open question on batch size has a page of its own: \
+         [batch-size.md](batch-size.md).\n"
     );
     let mut totals = [(0u64, 0u64); 3];
     for t in tallies {

@@ -16,6 +16,11 @@ use sync_core::engine::Preset;
 /// device time far from i64 overflow.
 pub(crate) const WEEK_MS: i64 = 7 * 24 * 3_600_000;
 
+/// The largest `world.max_per_type`: twice the server's cap on one call
+/// (`server::MAX_BULK_OPS`), so a study can go past the cap and show what
+/// it costs, and no selection grows without bound.
+pub const MAX_PER_TYPE_LIMIT: usize = 2 * crate::server::MAX_BULK_OPS;
+
 /// Every scenario shipped in `scenarios/`, embedded in the binary.
 pub const EMBEDDED: &[(&str, &str)] = &[
     (
@@ -38,6 +43,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "large-batch",
         include_str!("../../scenarios/large-batch.toml"),
+    ),
+    (
+        "big-import",
+        include_str!("../../scenarios/big-import.toml"),
     ),
     (
         "offline-reconnect",
@@ -211,6 +220,10 @@ pub struct WorldSection {
     pub debounce_ms: i64,
     /// Time between a non-atomic local write and its enqueue.
     pub local_write_ms: i64,
+    /// The engine's operations per entity type in one batch (the plan's
+    /// 50; its open question 2). The hardened engine's adaptive chunk size
+    /// never goes above it. `sim batch-size` varies it.
+    pub max_per_type: usize,
 }
 
 impl Default for WorldSection {
@@ -223,6 +236,7 @@ impl Default for WorldSection {
             interval_ms: 30_000,
             debounce_ms: 0,
             local_write_ms: 3,
+            max_per_type: sync_core::payload::DEFAULT_MAX_PER_TYPE,
         }
     }
 }
@@ -603,6 +617,12 @@ impl Scenario {
         if w.debounce_ms < 0 || w.local_write_ms < 0 {
             return Err("world.debounce_ms and world.local_write_ms must be >= 0".into());
         }
+        if !(1..=MAX_PER_TYPE_LIMIT).contains(&w.max_per_type) {
+            return Err(format!(
+                "world.max_per_type must be 1..={MAX_PER_TYPE_LIMIT}, got {}",
+                w.max_per_type
+            ));
+        }
         let wl = &self.workload;
         if wl.edits > 1_000_000 || wl.initial_backlog > 1_000_000 {
             return Err("workload.edits and workload.initial_backlog must be <= 1000000".into());
@@ -799,6 +819,7 @@ impl Scenario {
         let mut c = sync_core::EngineConfig::preset(preset);
         c.request_timeout_ms = self.world.request_timeout_ms;
         c.debounce_ms = self.world.debounce_ms;
+        c.max_per_type = self.world.max_per_type;
         c
     }
 }
@@ -854,6 +875,8 @@ mod tests {
         for (body, names) in [
             ("[faults]\nrequest_loss = 2.0", "probability"),
             ("[workload]\nforged_user_id = true", "world.users >= 2"),
+            ("[world]\nmax_per_type = 0", "world.max_per_type must be 1..=1000"),
+            ("[world]\nmax_per_type = 1001", "world.max_per_type must be 1..=1000"),
             (
                 "[workload]\nretry_failed_every_ms = 0",
                 "retry_failed_every_ms",

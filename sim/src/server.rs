@@ -136,7 +136,9 @@ pub struct GameOutcome {
     pub effects: Vec<Effect>,
 }
 
-/// Payload size limit of `bulk_sync_entities`.
+/// Payload size limit of `bulk_sync_entities` (017). Written out, not
+/// taken from the engine's `MAX_OPS_PER_CALL`: the model mirrors the SQL,
+/// and a test holds the two equal.
 pub const MAX_BULK_OPS: usize = 500;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -1959,6 +1961,14 @@ mod tests {
     use sync_core::payload::TeamRosterPayload;
 
     const U: UserId = UserId(1);
+
+    /// The hardened engine sizes its calls by `MAX_OPS_PER_CALL`: a
+    /// larger figure there than the server's would have it send calls the
+    /// server refuses.
+    #[test]
+    fn the_engine_knows_the_servers_payload_limit() {
+        assert_eq!(MAX_BULK_OPS, sync_core::payload::MAX_OPS_PER_CALL);
+    }
 
     fn upsert(t: EntityType, id: &str) -> Effect {
         Effect {

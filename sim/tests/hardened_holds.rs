@@ -1,6 +1,6 @@
 //! The hardened preset holds every invariant on every scenario, over each
-//! scenario's fixed seed list (`test_seeds`: 200, 20 for large-backlog),
-//! and reaches every coverage mark the scenario lists.
+//! scenario's fixed seed list (`test_seeds`: 200; 50 for big-import, 20
+//! for large-backlog), and reaches every coverage mark the scenario lists.
 //! One test per scenario so they run in parallel. A failure lists the
 //! replay command of every failing seed.
 //!
@@ -74,6 +74,7 @@ scenarios! {
     partial_failure => "partial-failure",
     mixed_ops => "mixed-ops",
     large_batch => "large-batch",
+    big_import => "big-import",
     offline_reconnect => "offline-reconnect",
     abort_cascade => "abort-cascade",
     app_kill_mid_sync => "app-kill-mid-sync",

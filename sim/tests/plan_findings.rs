@@ -175,3 +175,44 @@ fn a_tab_closed_mid_call_leaves_its_operations_syncing_for_good() {
         "tab-handover: batched: no closed tab left its operations syncing in 20 seeds"
     );
 }
+
+/// Whether the server rejected a call of the run with `sqlstate`.
+fn rejected_with(run: &sim::world::Checked, sqlstate: &str) -> bool {
+    run.output.history.iter().any(|e| {
+        matches!(e, Event::Server { result: ServerResult::Rejected { error }, .. }
+            if error.contains(sqlstate))
+    })
+}
+
+#[test]
+fn a_call_too_big_for_a_busy_server_never_gets_through() {
+    // The plan's open question 2 ("Too large: timeout risk"). At its 50 a
+    // type, a big import's calls carry up to 450 operations; at 20 ms a
+    // row they outrun the 8 s statement timeout, and the plan re-sends
+    // the same full call until it gives up. Past 55 a type a full call
+    // also exceeds 017's cap of 500 operations (54000), which the plan,
+    // sizing calls per type only, cannot know.
+    let s = Scenario::embedded("big-import").unwrap();
+    let params = s.world_params();
+    let at = |max_per_type: usize, seed: u64| {
+        let mut sized = s.clone();
+        sized.world.max_per_type = max_per_type;
+        run_checked(&params, seed, sized.engine_config(Preset::Batched), false)
+    };
+    let timed_out = (0..5).find(|seed| {
+        let run = at(50, *seed);
+        let gave_up = run
+            .verdicts
+            .iter()
+            .any(|v| v.checker == "convergence" && !v.ok);
+        rejected_with(&run, "57014") && gave_up
+    });
+    assert!(
+        timed_out.is_some(),
+        "big-import: batched at 50 a type never timed out and gave up in 5 seeds"
+    );
+    assert!(
+        (0..5).any(|seed| rejected_with(&at(200, seed), "54000")),
+        "big-import: batched at 200 a type never sent a call over 017's cap in 5 seeds"
+    );
+}

@@ -5,6 +5,7 @@
 //!     UPDATE_REPORTS=1 cargo test -p sim --test reports
 //!     (or: cargo run -p sim -- reports)
 
+use sim::batch_size::committed_study;
 use sim::report::{
     render_markdown, render_verdict_markdown, verdict, ScenarioReport, VERDICT_SEEDS,
 };
@@ -49,6 +50,25 @@ fn committed_verdict_matches_this_build() {
         .collect();
     let jobs = std::thread::available_parallelism().map_or(1, usize::from);
     let md = render_verdict_markdown(&verdict(&scenarios, VERDICT_SEEDS, jobs), VERDICT_SEEDS);
+    if std::env::var("UPDATE_REPORTS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &md).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == md,
+        "{} is stale (UPDATE_REPORTS=1 cargo test -p sim --test reports, then review the diff)",
+        path.display()
+    );
+}
+
+/// The batch-size study (the plan's open question 2) is a committed page
+/// too: sizes, seeds and scenarios fixed in `batch_size.rs`.
+#[test]
+fn committed_batch_size_study_matches_this_build() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/batch-size.md");
+    let jobs = std::thread::available_parallelism().map_or(1, usize::from);
+    let md = committed_study(jobs);
     if std::env::var("UPDATE_REPORTS").is_ok_and(|v| v == "1") {
         std::fs::write(&path, &md).unwrap();
         return;

@@ -25,6 +25,7 @@
 use crate::model::{EntityType, MergePolicy, OpKind, SyncOperation};
 use crate::payload::{
     parents_of, plan_chunks, server_order_key, BulkSyncPayload, ChunkOptions, DEFAULT_MAX_PER_TYPE,
+    MAX_OPS_PER_CALL,
 };
 use crate::queue::{BatchIdAfter, BatchSelect, NewerVersion, QueueError, SyncQueue};
 use crate::remote::{AppErrorClass, Disposition, GameSave, OpRef, Remote, RemoteError, RequestCtx};
@@ -109,7 +110,9 @@ pub struct Hardening {
     /// SQLSTATE classification: 22xxx/23xxx/42501 permanent; everything else
     /// transient and retried forever with capped, jittered backoff.
     pub classify_errors: bool,
-    /// Chunk size halves on a timeout and grows back on success.
+    /// Chunk size halves on a timeout and grows back on success, and no
+    /// call carries more operations than the server accepts
+    /// (`MAX_OPS_PER_CALL`), whatever `max_per_type` is.
     pub adaptive_chunk: bool,
     /// The local write and the enqueue happen in one SQLite transaction
     /// (the driver's business; recorded here so a preset names it).
@@ -784,6 +787,11 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             // hold (two operations on one singleton or roster).
             let opts = ChunkOptions {
                 max_per_type: usize::MAX,
+                max_ops: if h.adaptive_chunk {
+                    MAX_OPS_PER_CALL
+                } else {
+                    usize::MAX
+                },
                 with_versions: h.versions,
                 one_per_entity: h.single_flight,
                 parents_first: h.parents_first && h.single_flight,

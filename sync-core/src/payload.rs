@@ -19,6 +19,12 @@ use std::collections::BTreeMap;
 /// The plan's default and maximum operations per entity type in one call.
 pub const DEFAULT_MAX_PER_TYPE: usize = 50;
 
+/// `bulk_sync_entities` refuses a call that carries more operations than
+/// this, all types together (017: 54000 "payload too large"). The plan
+/// stays under it only while nine bulk types times 50 is 450; the hardened
+/// engine never forms a larger call, whatever its size per type.
+pub const MAX_OPS_PER_CALL: usize = 500;
+
 /// One roster in `teamRosters`: `set_team_roster(team_id, roster)` semantics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -192,6 +198,9 @@ pub struct ChunkOptions {
     pub max_per_type: usize,
     /// Hardened: attach per-entity versions.
     pub with_versions: bool,
+    /// At most this many operations in a chunk, all types together
+    /// (hardened: `MAX_OPS_PER_CALL`; the plan sets no such bound).
+    pub max_ops: usize,
     /// Hardened: at most one operation per entity in a chunk (a second one
     /// waits for a later chunk, so the server sees them in order).
     pub one_per_entity: bool,
@@ -206,6 +215,7 @@ impl Default for ChunkOptions {
     fn default() -> Self {
         ChunkOptions {
             max_per_type: DEFAULT_MAX_PER_TYPE,
+            max_ops: usize::MAX,
             with_versions: false,
             one_per_entity: false,
             parents_first: false,
@@ -300,6 +310,7 @@ pub fn build_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Chunk> {
 /// payloads copies no data).
 pub fn plan_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Vec<usize>> {
     assert!(opts.max_per_type > 0, "max_per_type must be positive");
+    assert!(opts.max_ops > 0, "max_ops must be positive");
     assert!(
         !opts.parents_first || opts.one_per_entity,
         "parents_first requires one_per_entity"
@@ -355,7 +366,8 @@ pub fn plan_chunks(ops: &[SyncOperation], opts: ChunkOptions) -> Vec<Vec<usize>>
                 per_type.push([0; 10]);
                 entities.push(BTreeMap::new());
             }
-            let full = per_type[i][t.index()] >= opts.max_per_type;
+            let full =
+                per_type[i][t.index()] >= opts.max_per_type || chunks[i].len() >= opts.max_ops;
             let taken = exclusive && entities[i].contains_key(&key);
             if !full && !taken {
                 break;

@@ -124,10 +124,14 @@ proptest! {
     }
 
     #[test]
-    fn hardened_chunking(ops in ops_strategy(true), max in 1usize..60) {
-        let opts = ChunkOptions { max_per_type: max, with_versions: true, one_per_entity: true, parents_first: true };
+    fn hardened_chunking(ops in ops_strategy(true), max in 1usize..60, max_ops in 1usize..80) {
+        let opts = ChunkOptions { max_per_type: max, max_ops, with_versions: true, one_per_entity: true, parents_first: true };
         let chunks = build_chunks(&ops, opts);
         check_common(&ops, &chunks, max);
+        // No chunk over the bound on all types together.
+        for c in &chunks {
+            prop_assert!(c.op_ids.len() <= max_ops, "{} operations in a chunk, bound {max_ops}", c.op_ids.len());
+        }
         let at = placements(&chunks);
         for o in ops.iter().filter(|o| o.entity_type.is_bulk()) {
             // No child before its parent.
