@@ -401,6 +401,17 @@ impl SplitMix64 {
     }
 }
 
+/// Whether an upsert taking a unique name must wait for others to give it
+/// up on the server first (`SyncEngine::name_releasers_awaited`).
+enum NameWait {
+    /// It takes no name another member gave up.
+    None,
+    /// Members swapped names: no order of sends works, so it is sent.
+    SwapSent,
+    /// It waits for these members' releases.
+    For(Vec<String>),
+}
+
 /// Outcome of sending one group of operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sent {
@@ -1284,6 +1295,23 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
     /// which the user sees, instead of both waiting forever unseen (mark
     /// `name_swap_sent`).
     fn awaits_released_name(&self, op: &SyncOperation) -> Result<bool, EngineError> {
+        match self.name_releasers_awaited(op)? {
+            NameWait::None => Ok(false),
+            NameWait::SwapSent => {
+                debug!(op = %op.id, "members swapped names: sent, no order works");
+                self.host.mark("name_swap_sent");
+                Ok(false)
+            }
+            NameWait::For(_) => {
+                self.host.mark("name_awaits_release");
+                Ok(true)
+            }
+        }
+    }
+
+    /// The members whose releases `op` waits for (`awaits_released_name`,
+    /// which marks what it finds; this reads only).
+    fn name_releasers_awaited(&self, op: &SyncOperation) -> Result<NameWait, EngineError> {
         let t = op.entity_type;
         let name = op
             .data
@@ -1291,22 +1319,38 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
             .and_then(serde_json::Value::as_str)
             .filter(|_| t.unique_name() && !op.kind.is_delete());
         let Some(name) = name else {
-            return Ok(false);
+            return Ok(NameWait::None);
         };
         if PlantedEngineBugs::active(self.config.planted.name_handover_unchecked) {
-            return Ok(false);
+            return Ok(NameWait::None);
         }
         let releasers = self.q().name_releasers(t, name, &op.entity_id)?;
         if releasers.is_empty() {
-            return Ok(false);
+            return Ok(NameWait::None);
         }
-        if self.name_wait_cycle(t, &op.entity_id, releasers)? {
-            debug!(op = %op.id, "members swapped names: sent, no order works");
-            self.host.mark("name_swap_sent");
-            return Ok(false);
+        if self.name_wait_cycle(t, &op.entity_id, releasers.clone())? {
+            return Ok(NameWait::SwapSent);
         }
-        self.host.mark("name_awaits_release");
-        Ok(true)
+        Ok(NameWait::For(releasers))
+    }
+
+    /// The queued operations of the members whose releases `op` waits for,
+    /// as `blockers` gives them: sending one of them is what lets `op` go.
+    fn release_blockers(
+        &self,
+        op: &SyncOperation,
+    ) -> Result<Vec<(EntityType, String, String)>, EngineError> {
+        let NameWait::For(releasers) = self.name_releasers_awaited(op)? else {
+            return Ok(Vec::new());
+        };
+        let t = op.entity_type;
+        let mut out = Vec::new();
+        for member in releasers {
+            for (id, _) in self.q().queued_for_entity(t, &member)? {
+                out.push((t, member.clone(), id));
+            }
+        }
+        Ok(out)
     }
 
     /// Whether following "waits for the release of" from `releasers` (each
@@ -1507,7 +1551,14 @@ impl<R: Remote, H: Host> SyncEngine<R, H> {
                 .collect();
             let mut extra = Vec::new();
             for op in &ops {
-                for (t, entity_id, id) in self.blockers(op, &ids)? {
+                // A parent's upsert, or the operation that gives up a name
+                // this one takes: the name's holder is the same type, and a
+                // window of takers waiting for releasers queued behind them
+                // starved the type (hardened at 1 a type on name-handover:
+                // 27 of 30 seeds never drained).
+                let mut needed = self.blockers(op, &ids)?;
+                needed.extend(self.release_blockers(op)?);
+                for (t, entity_id, id) in needed {
                     if pulled == MAX_PULLED_BLOCKERS {
                         break;
                     }
