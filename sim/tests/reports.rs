@@ -43,34 +43,31 @@ fn committed_reports_match_this_build() {
 /// preset; like the reports, it must be what this build renders.
 #[test]
 fn committed_verdict_matches_this_build() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/README.md");
     let scenarios: Vec<Scenario> = Scenario::known()
         .iter()
         .map(|n| Scenario::embedded(n).unwrap())
         .collect();
     let jobs = std::thread::available_parallelism().map_or(1, usize::from);
     let md = render_verdict_markdown(&verdict(&scenarios, VERDICT_SEEDS, jobs), VERDICT_SEEDS);
-    if std::env::var("UPDATE_REPORTS").is_ok_and(|v| v == "1") {
-        std::fs::write(&path, &md).unwrap();
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == md,
-        "{} is stale (UPDATE_REPORTS=1 cargo test -p sim --test reports, then review the diff)",
-        path.display()
-    );
+    matches_committed("README.md", &md);
 }
 
 /// The batch-size study (the plan's open question 2) is a committed page
 /// too: sizes, seeds and scenarios fixed in `batch_size.rs`.
 #[test]
 fn committed_batch_size_study_matches_this_build() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/batch-size.md");
     let jobs = std::thread::available_parallelism().map_or(1, usize::from);
-    let md = committed_study(jobs);
+    matches_committed("batch-size.md", &committed_study(jobs));
+}
+
+/// `reports/FILE` must be `md`; with `UPDATE_REPORTS=1` it is written
+/// instead.
+fn matches_committed(file: &str, md: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../reports")
+        .join(file);
     if std::env::var("UPDATE_REPORTS").is_ok_and(|v| v == "1") {
-        std::fs::write(&path, &md).unwrap();
+        std::fs::write(&path, md).unwrap();
         return;
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();

@@ -887,3 +887,35 @@ fn a_failure_while_the_clock_was_a_day_ahead_waits_its_backoff_not_the_day() {
         }
     }
 }
+
+#[test]
+fn the_chunk_grows_back_slowly_only_after_the_server_cancelled_a_call() {
+    // Hardened adaptive chunk. A call the server cancelled for its
+    // statement timeout (57014) halves the chunk and sets where doubling
+    // stops: from there it grows by a quarter a success, so it does not
+    // climb straight back to a size the server is too slow for (two
+    // timeouts a seed on big-import when it did). A client-side abort
+    // halves it too, but doubling resumes: the link of the moment says
+    // less about size than the server does.
+    let run = |error: RemoteError| {
+        let mut rig = Rig::new(Preset::Hardened);
+        rig.player("p0", "a");
+        rig.script(Script::Fail(error));
+        let mut sizes = vec![rig.engine.chunk_limit()];
+        for i in 1..4 {
+            rig.pass();
+            sizes.push(rig.engine.chunk_limit());
+            rig.advance(400_000);
+            rig.player(&format!("p{i}"), "a");
+        }
+        rig.drain();
+        assert!(rig.ops().is_empty());
+        sizes
+    };
+    let cancelled = RemoteError::database("57014", "canceling statement due to statement timeout");
+    assert_eq!(run(cancelled), vec![50, 25, 31, 38]);
+    assert_eq!(
+        run(RemoteError::aborted("request timed out")),
+        vec![50, 25, 50, 50]
+    );
+}
