@@ -7,7 +7,9 @@
 //!
 //! Under `batched` (the plan) the size is what every call may carry per
 //! type. Under `hardened` it is the ceiling of the adaptive chunk size,
-//! which halves after a timeout and doubles back after a success.
+//! which halves after a timeout and grows back after successes (doubling,
+//! or by a quarter from half a size the server cancelled), and a call never
+//! carries more than the server's cap.
 //!
 //! `reports/batch-size.md` is this study over `STUDY_SCENARIOS`, generated
 //! by `sim reports` and held byte for byte by `tests/reports.rs`.
@@ -148,7 +150,8 @@ pub fn render_markdown(rows: &[SizeRow], seeds: Range<u64>, provenance: &str) ->
          risk, memory pressure\"). Here each scenario runs seeds {}..{} once per size, with \
          nothing else changed: same workloads, same faults. Under `batched` (the plan as \
          written) the size is what one call may carry per type; under `hardened` it is the \
-         ceiling of the adaptive chunk size, which halves after a timeout. The server refuses \
+         ceiling of the adaptive chunk size, which halves after a timeout and grows back after \
+         successes. The server refuses \
          a call of more than {} operations (017's limit). {provenance}\n",
         seeds.start,
         seeds.end,
