@@ -15,7 +15,7 @@
 //! by `sim reports` and held byte for byte by `tests/reports.rs`.
 
 use crate::checker::CHECKERS;
-use crate::report::PresetTally;
+use crate::report::{secs, PresetTally};
 use crate::scenario::Scenario;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -121,10 +121,6 @@ pub fn study(
             tally,
         })
         .collect()
-}
-
-fn secs(ms: i64) -> String {
-    format!("{:.1}", ms as f64 / 1000.0)
 }
 
 /// For one scenario and preset: the size whose median drain is shortest

@@ -98,7 +98,8 @@ pub fn replay_command(target: &str, seed: u64, preset: Preset) -> String {
     )
 }
 
-fn secs(ms: i64) -> String {
+/// Milliseconds as seconds with one decimal, as every page prints them.
+pub(crate) fn secs(ms: i64) -> String {
     format!("{:.1}", ms as f64 / 1000.0)
 }
 
