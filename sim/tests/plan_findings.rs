@@ -29,6 +29,15 @@ fn shows(scenario: &str, preset: Preset, checker: &str) {
     );
 }
 
+/// Whether the server rejected a call of the run with an error naming
+/// every one of `words` (a SQLSTATE, a table).
+fn rejected_with(run: &sim::world::Checked, words: &[&str]) -> bool {
+    run.output.history.iter().any(|e| {
+        matches!(e, Event::Server { result: ServerResult::Rejected { error }, .. }
+            if words.iter().all(|w| error.contains(w)))
+    })
+}
+
 #[test]
 fn stale_replay_overwrites_newer_edits() {
     shows("stale-replay", Preset::Batched, "per_entity_order");
@@ -94,10 +103,7 @@ fn overlapping_roster_replacements_miss_each_others_rows() {
     for preset in [Preset::Batched, Preset::Individual] {
         let first = (0..20).find(|seed| {
             let run = run_checked(&params, *seed, s.engine_config(preset), false);
-            let collided = run.output.history.iter().any(|e| {
-                matches!(e, Event::Server { result: ServerResult::Rejected { error }, .. }
-                    if error.contains("23505") && error.contains("team_players"))
-            });
+            let collided = rejected_with(&run, &["23505", "team_players"]);
             run.output.marks.contains_key("roster_rows_unseen") && collided
         });
         assert!(
@@ -121,10 +127,7 @@ fn overlapping_calls_that_list_shared_rows_in_opposite_orders_deadlock() {
     let params = s.world_params();
     let first = (0..20).find(|seed| {
         let run = run_checked(&params, *seed, s.engine_config(Preset::Batched), false);
-        let aborted = run.output.history.iter().any(|e| {
-            matches!(e, Event::Server { result: ServerResult::Rejected { error }, .. }
-                if error.contains("40P01"))
-        });
+        let aborted = rejected_with(&run, &["40P01"]);
         let marks = &run.output.marks;
         marks.contains_key("deadlock_detected") && marks.contains_key("lock_waited") && aborted
     });
@@ -176,14 +179,6 @@ fn a_tab_closed_mid_call_leaves_its_operations_syncing_for_good() {
     );
 }
 
-/// Whether the server rejected a call of the run with `sqlstate`.
-fn rejected_with(run: &sim::world::Checked, sqlstate: &str) -> bool {
-    run.output.history.iter().any(|e| {
-        matches!(e, Event::Server { result: ServerResult::Rejected { error }, .. }
-            if error.contains(sqlstate))
-    })
-}
-
 #[test]
 fn a_call_too_big_for_a_busy_server_never_gets_through() {
     // The plan's open question 2 ("Too large: timeout risk"). At its 50 a
@@ -205,14 +200,14 @@ fn a_call_too_big_for_a_busy_server_never_gets_through() {
             .verdicts
             .iter()
             .any(|v| v.checker == "convergence" && !v.ok);
-        rejected_with(&run, "57014") && gave_up
+        rejected_with(&run, &["57014"]) && gave_up
     });
     assert!(
         timed_out.is_some(),
         "big-import: batched at 50 a type never timed out and gave up in 5 seeds"
     );
     assert!(
-        (0..5).any(|seed| rejected_with(&at(200, seed), "54000")),
+        (0..5).any(|seed| rejected_with(&at(200, seed), &["54000"])),
         "big-import: batched at 200 a type never sent a call over 017's cap in 5 seeds"
     );
 }
