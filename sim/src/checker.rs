@@ -745,8 +745,7 @@ fn stable_batch_ids(run: &RunOutput) -> CheckResult {
 mod tests {
     use super::*;
     use crate::history::Outcome;
-    use crate::nemesis::FaultPlan;
-    use crate::server::{Change, Effect, ServerModel, UserId};
+    use crate::server::{Change, Effect, UserId};
     use crate::workload::Edit;
     use crate::world::DeviceFinal;
     use sync_core::queue::QueueStats;
@@ -755,34 +754,7 @@ mod tests {
     const BULK: &str = "bulk_sync_entities";
 
     fn run_of(history: Vec<Event>) -> RunOutput {
-        RunOutput {
-            bad_edits: Vec::new(),
-            plan: FaultPlan {
-                request_loss: 0.0,
-                response_loss: 0.0,
-                latency_ms: (0, 0),
-                bandwidth_bytes_per_ms: 0,
-                server_ms_per_row: 0.0,
-                statement_timeout_ms: 0,
-                offline: Vec::new(),
-                silent_drop: Vec::new(),
-                kills: Vec::new(),
-                token_expired: Vec::new(),
-                server_errors: Vec::new(),
-                server_error_status: 503,
-                clock_skew: Vec::new(),
-                clock_skew_ms: 0,
-                second_tab: Vec::new(),
-                tab_handover: Vec::new(),
-            },
-            marks: BTreeMap::new(),
-            history,
-            devices: Vec::new(),
-            server: ServerModel::new(),
-            drained_at_ms: Some(0),
-            end_ms: 0,
-            fault_phase_ms: 0,
-        }
+        RunOutput::of_history(history)
     }
 
     fn verdict(run: &RunOutput, checker: &str) -> CheckResult {

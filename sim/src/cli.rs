@@ -10,8 +10,9 @@ use crate::report::{
     ScenarioReport, VERDICT_SEEDS,
 };
 use crate::scenario::{Scenario, ScenarioError};
+use crate::study::{committed_study, Knob};
 use crate::world::run_checked;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,31 @@ impl PresetArg {
 pub enum Format {
     Markdown,
     Json,
+}
+
+/// What `sim batch-size` and `sim debounce` share: which scenario, which
+/// seeds, which presets, how to print.
+#[derive(Args, Debug)]
+pub struct StudyArgs {
+    /// Scenario name (see `sim list`); ignored with --file.
+    name: String,
+    /// Load the scenario from this TOML file instead.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    #[arg(long, default_value_t = crate::study::STUDY_SEEDS)]
+    seeds: u64,
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// `all`: batched and hardened for a batch size (a size means nothing
+    /// to individual, which sends one operation a call); all three for a
+    /// debounce.
+    #[arg(long, value_enum, default_value = "all")]
+    preset: PresetArg,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    #[arg(long, value_enum, default_value = "markdown")]
+    format: Format,
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,28 +184,21 @@ pub enum Command {
     /// The plan's open question 2: the same seeds of a scenario at several
     /// batch sizes (operations per entity type), presets side by side.
     BatchSize {
-        /// Scenario name (see `sim list`); ignored with --file.
-        name: String,
-        /// Load the scenario from this TOML file instead.
-        #[arg(long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        study: StudyArgs,
         /// Comma-separated sizes, each 1..=1000 (the server refuses a call
         /// of more than 500 operations).
-        #[arg(long, default_value = "10,25,50,100,200")]
+        #[arg(long, default_value = Knob::MaxPerType.default_values())]
         sizes: String,
-        #[arg(long, default_value_t = crate::batch_size::STUDY_SEEDS)]
-        seeds: u64,
-        #[arg(long, default_value_t = 0)]
-        start: u64,
-        /// `all` is batched and hardened: a size means nothing to
-        /// individual, which sends one operation a call.
-        #[arg(long, value_enum, default_value = "all")]
-        preset: PresetArg,
-        /// Worker threads (default: all cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        #[arg(long, value_enum, default_value = "markdown")]
-        format: Format,
+    },
+    /// The plan's open question 1: the same seeds of a scenario with several
+    /// waits after a nudge before a pass, presets side by side.
+    Debounce {
+        #[command(flatten)]
+        study: StudyArgs,
+        /// Comma-separated waits in milliseconds, each 0..=60000.
+        #[arg(long, default_value = Knob::DebounceMs.default_values())]
+        delays: String,
     },
     /// The catalogue of planted bugs; with --measure, seeds to first catch.
     Bugs {
@@ -252,6 +271,69 @@ fn preset_and_bug(
 /// Worker threads when `--jobs` is not given: every core.
 fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// `sim batch-size` and `sim debounce`: one scenario's study of `knob` at
+/// `values` (a `Knob::flag` list). Exit 1 when hardened broke an invariant
+/// at some value, 2 for bad input.
+fn run_study(knob: Knob, a: StudyArgs, values: &str) -> Outcome {
+    let s = match load(&a.name, a.file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return bad_input(e),
+    };
+    let values = match knob.parse_values(values) {
+        Ok(v) => v,
+        Err(e) => return bad_input(e),
+    };
+    let (seeds, start) = (a.seeds, a.start);
+    if seeds == 0 {
+        return bad_input("--seeds must be at least 1");
+    }
+    let Some(end) = start.checked_add(seeds) else {
+        return bad_input("--start plus --seeds is past the last seed");
+    };
+    let presets = match a.preset.single(knob.command()) {
+        Err(_all) => knob.presets().to_vec(),
+        Ok(p) if knob.presets().contains(&p) => vec![p],
+        // Only a batch size leaves a preset out.
+        Ok(_) => {
+            return bad_input(
+                "a batch size means nothing to individual (one operation a call); \
+                 use batched, hardened or all",
+            )
+        }
+    };
+    let jobs = a.jobs.unwrap_or_else(default_jobs);
+    let rows = crate::study::study(
+        knob,
+        std::slice::from_ref(&s),
+        &presets,
+        &values,
+        start..end,
+        jobs,
+    );
+    let hardened_ok = rows
+        .iter()
+        .all(|r| r.preset != Preset::Hardened || r.tally.failing_seeds == 0);
+    let stdout = match a.format {
+        Format::Markdown => {
+            let listed: Vec<String> = values.iter().map(u64::to_string).collect();
+            let provenance = format!(
+                "Produced by `sim {} {} {} {} --seeds {seeds} --start {start}`.",
+                knob.command(),
+                s.replay_target(),
+                knob.flag(),
+                listed.join(",")
+            );
+            crate::study::render_markdown(knob, &rows, start..end, &provenance)
+        }
+        Format::Json => crate::study::render_json(knob, &rows),
+    };
+    Outcome {
+        code: if hardened_ok { 0 } else { 1 },
+        stdout,
+        stderr: String::new(),
+    }
 }
 
 fn bad_input(e: impl std::fmt::Display) -> Outcome {
@@ -585,69 +667,8 @@ pub fn run(cli: Cli) -> Outcome {
                 stderr: String::new(),
             }
         }
-        Command::BatchSize {
-            name,
-            file,
-            sizes,
-            seeds,
-            start,
-            preset,
-            jobs,
-            format,
-        } => {
-            let s = match load(&name, file.as_deref()) {
-                Ok(s) => s,
-                Err(e) => return bad_input(e),
-            };
-            let sizes = match crate::batch_size::parse_sizes(&sizes) {
-                Ok(v) => v,
-                Err(e) => return bad_input(e),
-            };
-            if seeds == 0 {
-                return bad_input("--seeds must be at least 1");
-            }
-            let Some(end) = start.checked_add(seeds) else {
-                return bad_input("--start plus --seeds is past the last seed");
-            };
-            let presets = match preset {
-                PresetArg::All => crate::batch_size::STUDY_PRESETS.to_vec(),
-                PresetArg::Individual => {
-                    return bad_input(
-                        "a batch size means nothing to individual (one operation a call); \
-                         use batched, hardened or all",
-                    )
-                }
-                p => vec![p.single("batch-size").expect("not all")],
-            };
-            let jobs = jobs.unwrap_or_else(default_jobs);
-            let rows = crate::batch_size::study(
-                std::slice::from_ref(&s),
-                &presets,
-                &sizes,
-                start..end,
-                jobs,
-            );
-            let hardened_ok = rows
-                .iter()
-                .all(|r| r.preset != Preset::Hardened || r.tally.failing_seeds == 0);
-            let stdout = match format {
-                Format::Markdown => {
-                    let listed: Vec<String> = sizes.iter().map(usize::to_string).collect();
-                    let provenance = format!(
-                        "Produced by `sim batch-size {} --sizes {} --seeds {seeds} --start {start}`.",
-                        s.replay_target(),
-                        listed.join(",")
-                    );
-                    crate::batch_size::render_markdown(&rows, start..end, &provenance)
-                }
-                Format::Json => crate::batch_size::render_json(&rows),
-            };
-            Outcome {
-                code: if hardened_ok { 0 } else { 1 },
-                stdout,
-                stderr: String::new(),
-            }
-        }
+        Command::BatchSize { study, sizes } => run_study(Knob::MaxPerType, study, &sizes),
+        Command::Debounce { study, delays } => run_study(Knob::DebounceMs, study, &delays),
         Command::Reports { dir } => {
             let mut written = String::new();
             for name in Scenario::known() {
@@ -678,8 +699,12 @@ pub fn run(cli: Cli) -> Outcome {
                     render_verdict_markdown(&tallies, VERDICT_SEEDS),
                 ),
                 (
-                    "batch-size.md",
-                    crate::batch_size::committed_study(default_jobs()),
+                    Knob::MaxPerType.page(),
+                    committed_study(Knob::MaxPerType, default_jobs()),
+                ),
+                (
+                    Knob::DebounceMs.page(),
+                    committed_study(Knob::DebounceMs, default_jobs()),
                 ),
             ];
             for (file, md) in pages {
@@ -917,6 +942,71 @@ mod tests {
             assert!(bulk(small) >= 2 * 16, "{rows:?}");
             assert!(bulk(large) < bulk(small) / 4, "{rows:?}");
         }
+    }
+
+    #[test]
+    fn debounce_refuses_bad_delays_and_studies_every_preset() {
+        for (args, says) in [
+            (
+                vec!["--delays", "0,60001"],
+                "--delays: 60001 is outside 0..=60000",
+            ),
+            (vec!["--delays", "100,100"], "given twice"),
+            (vec!["--seeds", "0"], "--seeds must be at least 1"),
+        ] {
+            let argv = ["sim", "debounce", "normal-usage"].into_iter().chain(args);
+            let o = run_args(argv);
+            assert_eq!(o.code, 2, "{}", o.stderr);
+            assert!(o.stderr.contains(says), "{}", o.stderr);
+        }
+        let o = run_args([
+            "sim",
+            "debounce",
+            "normal-usage",
+            "--delays",
+            "0",
+            "--seeds",
+            "1",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
+        let presets: Vec<&str> = rows.iter().map(|r| r["preset"].as_str().unwrap()).collect();
+        assert_eq!(presets, ["individual", "batched", "hardened"]);
+    }
+
+    /// normal-usage's edits come 0.1 to 1.5 s apart on a good network: a
+    /// 2 s wait gathers several into one call, and every edit waits for it.
+    #[test]
+    fn a_debounce_trades_requests_for_time_to_the_server() {
+        let o = run_args([
+            "sim",
+            "debounce",
+            "normal-usage",
+            "--delays",
+            "0,2000",
+            "--seeds",
+            "3",
+            "--preset",
+            "hardened",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
+        let get = |i: usize, key: &str| rows[i][key].as_u64().unwrap();
+        assert_eq!((get(0, "debounce_ms"), get(1, "debounce_ms")), (0, 2000));
+        for i in [0, 1] {
+            assert_eq!(get(i, "edits"), 60, "{rows:?}");
+            assert_eq!(get(i, "edits_never_on_server"), 0, "{rows:?}");
+        }
+        assert_eq!(get(0, "requests"), 60, "no wait: a call an edit");
+        assert!(get(1, "requests") <= 40, "{rows:?}");
+        // A call reaches the server in 20 to 80 ms.
+        assert!(get(0, "edit_to_server_ms_p99") < 200, "{rows:?}");
+        assert!(get(1, "edit_to_server_ms_median") > 500, "{rows:?}");
+        assert!(get(1, "edit_to_server_ms_p99") >= 2000, "{rows:?}");
     }
 
     /// `sim explore ARGS --format json`: the exit code and the parsed output

@@ -5,7 +5,6 @@
 #[cfg(not(madsim))]
 compile_error!("sim must be built with `--cfg madsim` (see .cargo/config.toml)");
 
-pub mod batch_size;
 pub mod checker;
 pub mod cli;
 pub mod explore;
@@ -18,6 +17,7 @@ pub mod scenario;
 pub mod script;
 pub mod server;
 pub mod shrink;
+pub mod study;
 pub mod views;
 pub mod workload;
 pub mod world;

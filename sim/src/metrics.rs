@@ -1,9 +1,11 @@
 //! Efficiency numbers of one run, computed from the history alone.
 
-use crate::history::{Event, Outcome};
+use crate::history::{Event, Outcome, ServerResult};
 use crate::world::RunOutput;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use sync_core::remote::OpRef;
+use sync_core::EntityType;
 
 /// Counters of one run (units last in names).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -12,6 +14,8 @@ pub struct RunMetrics {
     pub requests: u64,
     /// Of which `bulk_sync_entities` calls.
     pub bulk_requests: u64,
+    /// Of which `save_game_with_relations` calls (one game each).
+    pub game_requests: u64,
     /// Bytes of those requests (JSON bodies).
     pub bytes: u64,
     /// Operations sent again after an earlier send of the same (id, version).
@@ -59,8 +63,10 @@ pub fn compute(run: &RunOutput) -> RunMetrics {
             } => {
                 m.requests += 1;
                 m.bytes += bytes;
-                if *call == "bulk_sync_entities" {
-                    m.bulk_requests += 1;
+                match *call {
+                    "bulk_sync_entities" => m.bulk_requests += 1,
+                    "save_game_with_relations" => m.game_requests += 1,
+                    _ => {}
                 }
                 for op in ops {
                     if !sent.insert((op.op_id.clone(), op.version)) {
@@ -116,4 +122,175 @@ pub fn compute(run: &RunOutput) -> RunMetrics {
         _ => None,
     };
     m
+}
+
+/// How long the user's edits took to reach the server: for each edit, from
+/// the moment it reached the local store until the server committed a call
+/// carrying that version of its entity or a newer one (a merge folds an
+/// edit into a later version; a version the server already held newer of
+/// counts too, as nothing of the edit is left to send).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EditLatency {
+    /// One figure a delivered edit, in edit order (not sorted).
+    pub ms: Vec<i64>,
+    /// Edits no committed call carried by the end of the run (made bad on
+    /// purpose, given up, quarantined, or still queued).
+    pub never: u64,
+}
+
+/// An edit still waiting for a commit that carries it.
+struct Undelivered {
+    version: i64,
+    edit_ms: i64,
+    /// Its place in `EditLatency::ms`.
+    index: usize,
+}
+
+/// `EditLatency` of one run, from its history alone. Apart from
+/// `compute` because only the studies and the verdict read it: a sweep
+/// does not pay for it.
+pub fn edit_to_server(run: &RunOutput) -> EditLatency {
+    // Edits not yet delivered, by (user, type, id). Bound: one entry per
+    // edit of the run.
+    let mut waiting: BTreeMap<(u32, EntityType, &str), Vec<Undelivered>> = BTreeMap::new();
+    // Calls invoked and not yet finished on the server, by request id.
+    // Bound: the requests of the run.
+    let mut sent: BTreeMap<u64, &[OpRef]> = BTreeMap::new();
+    // An edit's figure stays -1 until a commit delivers it.
+    let mut out = EditLatency::default();
+    for e in &run.history {
+        match e {
+            Event::Edit {
+                t_ms,
+                user,
+                entity_type,
+                entity_id,
+                version,
+                ..
+            } => {
+                waiting
+                    .entry((*user, *entity_type, entity_id.as_str()))
+                    .or_default()
+                    .push(Undelivered {
+                        version: *version,
+                        edit_ms: *t_ms,
+                        index: out.ms.len(),
+                    });
+                out.ms.push(-1);
+            }
+            Event::Invoke { req_id, ops, .. } => {
+                sent.insert(*req_id, ops);
+            }
+            Event::Server {
+                t_ms,
+                user,
+                req_id,
+                result,
+                ..
+            } => {
+                let Some(ops) = sent.remove(req_id) else {
+                    continue;
+                };
+                if !matches!(result, ServerResult::Committed { .. }) {
+                    continue;
+                }
+                for op in ops {
+                    let key = (*user, op.entity_type, op.entity_id.as_str());
+                    if let Some(edits) = waiting.get_mut(&key) {
+                        edits.retain(|e| {
+                            let delivered = e.version <= op.version;
+                            if delivered {
+                                out.ms[e.index] = t_ms - e.edit_ms;
+                            }
+                            !delivered
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.never = out.ms.iter().filter(|&&ms| ms < 0).count() as u64;
+    out.ms.retain(|&ms| ms >= 0);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::ServerResult;
+    use sync_core::OpKind;
+
+    fn edit(t_ms: i64, id: &str, version: i64) -> Event {
+        Event::Edit {
+            t_ms,
+            user: 0,
+            index: 0,
+            op_id: format!("op-{id}"),
+            entity_type: EntityType::Player,
+            entity_id: id.to_string(),
+            kind: OpKind::Update,
+            version,
+            bad: false,
+            enqueued: true,
+        }
+    }
+
+    /// A call at `t_ms` carrying `ops` ((id, version) of players), and the
+    /// server's answer 60 ms later.
+    fn call(t_ms: i64, req_id: u64, ops: &[(&str, i64)], committed: bool) -> [Event; 2] {
+        let ops = ops
+            .iter()
+            .map(|(id, version)| OpRef {
+                op_id: format!("op-{id}"),
+                entity_type: EntityType::Player,
+                entity_id: id.to_string(),
+                kind: OpKind::Update,
+                version: *version,
+            })
+            .collect();
+        let result = if committed {
+            ServerResult::Committed {
+                effects: Vec::new(),
+            }
+        } else {
+            ServerResult::Rejected {
+                error: "23514".into(),
+            }
+        };
+        [
+            Event::Invoke {
+                t_ms,
+                user: 0,
+                tab: 0,
+                req_id,
+                call: "bulk_sync_entities",
+                batch_id: None,
+                ops,
+                bytes: 0,
+            },
+            Event::Server {
+                t_ms: t_ms + 60,
+                user: 0,
+                req_id,
+                call: "bulk_sync_entities",
+                result,
+            },
+        ]
+    }
+
+    #[test]
+    fn an_edit_reaches_the_server_with_the_first_commit_of_its_version_or_a_newer_one() {
+        let mut history = vec![edit(100, "a", 1), edit(120, "b", 1), edit(150, "a", 2)];
+        // b's call is rejected; a's carries version 2, which a merge made of
+        // both edits of a.
+        history.extend(call(200, 1, &[("b", 1)], false));
+        history.extend(call(200, 2, &[("a", 2)], true));
+        // A later edit of a, then a re-send of the older version: not it.
+        history.push(edit(300, "a", 3));
+        history.extend(call(400, 3, &[("a", 2)], true));
+        let got = edit_to_server(&RunOutput::of_history(history));
+        assert_eq!(got.ms, vec![160, 110], "a v1 and a v2, in edit order");
+        assert_eq!(got.never, 2, "b v1 (rejected) and a v3 (never sent)");
+    }
 }

@@ -111,6 +111,42 @@ pub struct RunOutput {
     pub fault_phase_ms: i64,
 }
 
+#[cfg(test)]
+impl RunOutput {
+    /// A run that is its history alone: no faults, no devices, an empty
+    /// server (tests of what reads only the history).
+    pub(crate) fn of_history(history: Vec<Event>) -> RunOutput {
+        RunOutput {
+            bad_edits: Vec::new(),
+            plan: FaultPlan {
+                request_loss: 0.0,
+                response_loss: 0.0,
+                latency_ms: (0, 0),
+                bandwidth_bytes_per_ms: 0,
+                server_ms_per_row: 0.0,
+                statement_timeout_ms: 0,
+                offline: Vec::new(),
+                silent_drop: Vec::new(),
+                kills: Vec::new(),
+                token_expired: Vec::new(),
+                server_errors: Vec::new(),
+                server_error_status: 503,
+                clock_skew: Vec::new(),
+                clock_skew_ms: 0,
+                second_tab: Vec::new(),
+                tab_handover: Vec::new(),
+            },
+            marks: BTreeMap::new(),
+            history,
+            devices: Vec::new(),
+            server: ServerModel::new(),
+            drained_at_ms: Some(0),
+            end_ms: 0,
+            fault_phase_ms: 0,
+        }
+    }
+}
+
 /// A device's durable state at the end.
 #[derive(Debug)]
 pub struct DeviceFinal {

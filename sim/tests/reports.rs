@@ -5,11 +5,11 @@
 //!     UPDATE_REPORTS=1 cargo test -p sim --test reports
 //!     (or: cargo run -p sim -- reports)
 
-use sim::batch_size::committed_study;
 use sim::report::{
     render_markdown, render_verdict_markdown, verdict, ScenarioReport, VERDICT_SEEDS,
 };
 use sim::scenario::Scenario;
+use sim::study::{committed_study, Knob};
 use std::path::Path;
 
 #[test]
@@ -53,11 +53,20 @@ fn committed_verdict_matches_this_build() {
 }
 
 /// The batch-size study (the plan's open question 2) is a committed page
-/// too: sizes, seeds and scenarios fixed in `batch_size.rs`.
+/// too: sizes, seeds and scenarios fixed in `study.rs`.
 #[test]
 fn committed_batch_size_study_matches_this_build() {
     let jobs = std::thread::available_parallelism().map_or(1, usize::from);
-    matches_committed("batch-size.md", &committed_study(jobs));
+    let k = Knob::MaxPerType;
+    matches_committed(k.page(), &committed_study(k, jobs));
+}
+
+/// So is the debounce study (open question 1).
+#[test]
+fn committed_debounce_study_matches_this_build() {
+    let jobs = std::thread::available_parallelism().map_or(1, usize::from);
+    let k = Knob::DebounceMs;
+    matches_committed(k.page(), &committed_study(k, jobs));
 }
 
 /// `reports/FILE` must be `md`; with `UPDATE_REPORTS=1` it is written
