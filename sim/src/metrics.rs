@@ -133,8 +133,10 @@ pub fn compute(run: &RunOutput) -> RunMetrics {
 pub struct EditLatency {
     /// One figure a delivered edit, in edit order (not sorted).
     pub ms: Vec<i64>,
-    /// Edits no committed call carried by the end of the run (made bad on
-    /// purpose, given up, quarantined, or still queued).
+    /// Edits no committed call carried by the end of the run: made bad on
+    /// purpose, given up, quarantined, still queued, or cancelled on the
+    /// device (a create deleted before it was sent: the merge table's
+    /// "create + delete: both removed").
     pub never: u64,
 }
 
@@ -218,7 +220,6 @@ pub fn edit_to_server(run: &RunOutput) -> EditLatency {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::ServerResult;
     use sync_core::OpKind;
 
     fn edit(t_ms: i64, id: &str, version: i64) -> Event {

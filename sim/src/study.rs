@@ -41,8 +41,9 @@ pub enum Knob {
     DebounceMs,
 }
 
-/// Longest debounce a study tries: twice the 30 s interval, past which a
-/// nudge's wait no longer decides when a pass runs.
+/// Longest wait a study tries: a minute, twice the app's 30 s interval.
+/// The question is about a fraction of a second; a wait this long already
+/// holds an edit past the interval's pass it would otherwise get.
 pub const DEBOUNCE_MS_LIMIT: u64 = 60_000;
 
 /// Seeds of the committed studies: as many as the verdict page's.
