@@ -898,9 +898,16 @@ mod tests {
         assert_eq!(run_args(["sim", "batch-size", "nope"]).code, 2);
     }
 
+    /// The rows of a study run with `--format json` that held (exit 0).
+    fn study_rows<const N: usize>(argv: [&str; N]) -> Vec<serde_json::Value> {
+        let o = run_args(argv);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        serde_json::from_str(&o.stdout).expect("a JSON array of rows")
+    }
+
     #[test]
     fn batch_size_runs_each_size_on_the_same_seeds() {
-        let o = run_args([
+        let rows = study_rows([
             "sim",
             "batch-size",
             "large-batch",
@@ -911,8 +918,6 @@ mod tests {
             "--format",
             "json",
         ]);
-        assert_eq!(o.code, 0, "{}", o.stderr);
-        let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
         let got: Vec<(String, u64, u64)> = rows
             .iter()
             .map(|r| {
@@ -959,7 +964,7 @@ mod tests {
             assert_eq!(o.code, 2, "{}", o.stderr);
             assert!(o.stderr.contains(says), "{}", o.stderr);
         }
-        let o = run_args([
+        let rows = study_rows([
             "sim",
             "debounce",
             "normal-usage",
@@ -970,8 +975,6 @@ mod tests {
             "--format",
             "json",
         ]);
-        assert_eq!(o.code, 0, "{}", o.stderr);
-        let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
         let presets: Vec<&str> = rows.iter().map(|r| r["preset"].as_str().unwrap()).collect();
         assert_eq!(presets, ["individual", "batched", "hardened"]);
     }
@@ -980,7 +983,7 @@ mod tests {
     /// 2 s wait gathers several into one call, and every edit waits for it.
     #[test]
     fn a_debounce_trades_requests_for_time_to_the_server() {
-        let o = run_args([
+        let rows = study_rows([
             "sim",
             "debounce",
             "normal-usage",
@@ -993,8 +996,6 @@ mod tests {
             "--format",
             "json",
         ]);
-        assert_eq!(o.code, 0, "{}", o.stderr);
-        let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
         let get = |i: usize, key: &str| rows[i][key].as_u64().unwrap();
         assert_eq!((get(0, "debounce_ms"), get(1, "debounce_ms")), (0, 2000));
         for i in [0, 1] {
