@@ -299,7 +299,7 @@ fn intro(knob: Knob, seeds: &Range<u64>, provenance: &str) -> String {
              we wait 100ms to collect operations before processing?\"). Here the engine waits the \
              given time after a nudge (every edit nudges) before its pass, so edits made during \
              the wait share the pass's calls. A wait saves requests only if edits come closer \
-             together than it; every edit pays it on its way to the server."
+             together than it, and an edit waits up to that long before it is sent."
                 .to_string(),
         ),
     };
