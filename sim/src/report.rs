@@ -103,6 +103,12 @@ pub(crate) fn secs(ms: i64) -> String {
     format!("{:.1}", ms as f64 / 1000.0)
 }
 
+/// Seconds with two decimals: an edit's trip to the server is often under
+/// a tenth of a second.
+pub(crate) fn secs2(ms: i64) -> String {
+    format!("{:.2}", ms as f64 / 1000.0)
+}
+
 /// Markdown, for `reports/` and review.
 pub fn render_markdown(r: &ScenarioReport) -> String {
     let mut s = String::new();
@@ -495,6 +501,14 @@ pub struct ScenarioTally {
 }
 
 impl PresetTally {
+    /// The `pct`th percentile (nearest rank) of the delivered edits' times
+    /// to the server.
+    pub fn edit_to_server_percentile_ms(&self, pct: usize) -> Option<i64> {
+        let ms = &self.edit_to_server_ms;
+        let rank = (ms.len() * pct).div_ceil(100).max(1);
+        ms.get(rank - 1).copied()
+    }
+
     /// Runs seeds `seeds` of one preset of a scenario.
     pub fn run(s: &Scenario, preset: Preset, seeds: Range<u64>) -> PresetTally {
         let params = s.world_params();
@@ -643,15 +657,16 @@ pub fn render_verdict_markdown(tallies: &[ScenarioTally], seeds: u64) -> String 
     for (failing, seeds) in totals {
         let _ = write!(s, " **{failing} of {seeds}** |");
     }
-    s.push_str("\n\n## Cost: requests and time to drain\n\n");
+    s.push_str("\n\n## Cost: requests, time to the server and time to drain\n\n");
     s.push_str(
-        "Requests per edit the user made, over the same seeds, and the median simulated time \
-         from the first edit until every queue was last empty of pending and syncing work (seeds \
-         whose queue never drained are counted apart).\n\n",
+        "Requests per edit the user made, over the same seeds; the median time from an edit to \
+         the server's commit of that version or a newer one, over the edits that got there; and \
+         the median simulated time from the first edit until every queue was last empty of \
+         pending and syncing work (seeds whose queue never drained are counted apart).\n\n",
     );
     s.push_str(
-        "| scenario | requests per edit: individual | batched | hardened | median drain (s): individual | batched | hardened |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| scenario | requests per edit: individual | batched | hardened | median edit to server (s): individual | batched | hardened | median drain (s): individual | batched | hardened |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for t in tallies {
         let _ = write!(s, "| {} |", t.scenario);
@@ -662,6 +677,13 @@ pub fn render_verdict_markdown(tallies: &[ScenarioTally], seeds: u64) -> String 
                 }
                 _ => s.push_str(" — |"),
             }
+        }
+        for p in PRESETS {
+            let median = t
+                .preset(p)
+                .and_then(|x| x.edit_to_server_percentile_ms(50))
+                .map_or_else(|| "—".to_string(), secs2);
+            let _ = write!(s, " {median} |");
         }
         for p in PRESETS {
             let Some(x) = t.preset(p) else {

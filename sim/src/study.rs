@@ -22,7 +22,7 @@
 //! byte for byte by `tests/reports.rs`.
 
 use crate::checker::CHECKERS;
-use crate::report::{secs, PresetTally};
+use crate::report::{secs, secs2, PresetTally};
 use crate::scenario::Scenario;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -194,14 +194,6 @@ impl StudyRow {
             .copied()
     }
 
-    /// The `pct`th percentile (nearest rank) of the delivered edits' times
-    /// to the server.
-    fn edit_to_server_ms(&self, pct: usize) -> Option<i64> {
-        let ms = &self.tally.edit_to_server_ms;
-        let rank = (ms.len() * pct).div_ceil(100).max(1);
-        ms.get(rank - 1).copied()
-    }
-
     fn per_seed(&self, n: u64) -> f64 {
         n as f64 / self.tally.seeds.max(1) as f64
     }
@@ -274,12 +266,6 @@ fn fewest_requests<'a>(rows: &[&'a StudyRow]) -> Option<&'a StudyRow> {
         .min_by_key(|r| (r.tally.requests * 1_000_000 / r.tally.edits.max(1), r.value))
 }
 
-/// Seconds with two decimals: an edit's trip to the server is often under
-/// a tenth of a second.
-fn secs2(ms: i64) -> String {
-    format!("{:.2}", ms as f64 / 1000.0)
-}
-
 fn intro(knob: Knob, seeds: &Range<u64>, provenance: &str) -> String {
     let (title, question) = match knob {
         Knob::MaxPerType => (
@@ -340,7 +326,11 @@ fn finding(knob: Knob, preset: Preset, rows: &[&StudyRow]) -> String {
                 r.requests_per_edit()
                     .map_or_else(|| "-".into(), |x| format!("{x:.2}"))
             };
-            let latency = |r: &StudyRow| r.edit_to_server_ms(50).map_or_else(|| "-".into(), secs2);
+            let latency = |r: &StudyRow| {
+                r.tally
+                    .edit_to_server_percentile_ms(50)
+                    .map_or_else(|| "-".into(), secs2)
+            };
             if best.value == first.value {
                 format!(
                     "`{p}` makes its fewest requests per edit ({}) at {} ms of the waits on which \
@@ -422,7 +412,10 @@ pub fn render_markdown(
                     checkers.join(", ")
                 )
             };
-            let latency = match (r.edit_to_server_ms(50), r.edit_to_server_ms(99)) {
+            let latency = match (
+                r.tally.edit_to_server_percentile_ms(50),
+                r.tally.edit_to_server_percentile_ms(99),
+            ) {
                 (Some(median), Some(p99)) => format!("{} / {}", secs2(median), secs2(p99)),
                 _ => "-".to_string(),
             };
@@ -529,8 +522,8 @@ pub fn render_json(knob: Knob, rows: &[StudyRow]) -> String {
             aborts: r.tally.aborts,
             failures: r.tally.failures,
             edits: r.tally.edits,
-            edit_to_server_ms_median: r.edit_to_server_ms(50),
-            edit_to_server_ms_p99: r.edit_to_server_ms(99),
+            edit_to_server_ms_median: r.tally.edit_to_server_percentile_ms(50),
+            edit_to_server_ms_p99: r.tally.edit_to_server_percentile_ms(99),
             edits_never_on_server: r.tally.edits_never_on_server,
             drain_ms_median: r.median_drain_ms(),
             drain_ms_max: r.tally.drain_ms.last().copied(),
@@ -602,12 +595,12 @@ mod tests {
     #[test]
     fn percentiles_are_nearest_rank() {
         let r = row(0, 0, vec![], 1);
-        assert_eq!(r.edit_to_server_ms(50), Some(300));
-        assert_eq!(r.edit_to_server_ms(99), Some(5_000));
-        assert_eq!(r.edit_to_server_ms(1), Some(100));
+        assert_eq!(r.tally.edit_to_server_percentile_ms(50), Some(300));
+        assert_eq!(r.tally.edit_to_server_percentile_ms(99), Some(5_000));
+        assert_eq!(r.tally.edit_to_server_percentile_ms(1), Some(100));
         let mut none = row(0, 0, vec![], 1);
         none.tally.edit_to_server_ms.clear();
-        assert_eq!(none.edit_to_server_ms(50), None);
+        assert_eq!(none.tally.edit_to_server_percentile_ms(50), None);
     }
 
     #[test]
