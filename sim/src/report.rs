@@ -501,6 +501,26 @@ pub struct ScenarioTally {
 }
 
 impl PresetTally {
+    /// Seeds whose queues never drained.
+    pub fn never_drained(&self) -> u64 {
+        self.seeds - self.drain_ms.len() as u64
+    }
+
+    /// The median drain time of the seeds that drained.
+    pub fn median_drain_ms(&self) -> Option<i64> {
+        self.drain_ms.get(self.drain_ms.len() / 2).copied()
+    }
+
+    /// `n` (a count over every seed) per seed.
+    pub fn per_seed(&self, n: u64) -> f64 {
+        n as f64 / self.seeds.max(1) as f64
+    }
+
+    /// Requests per edit the user made (`None` with no edit).
+    pub fn requests_per_edit(&self) -> Option<f64> {
+        (self.edits > 0).then(|| self.requests as f64 / self.edits as f64)
+    }
+
     /// The `pct`th percentile (nearest rank) of the delivered edits' times
     /// to the server.
     pub fn edit_to_server_percentile_ms(&self, pct: usize) -> Option<i64> {
@@ -671,11 +691,11 @@ pub fn render_verdict_markdown(tallies: &[ScenarioTally], seeds: u64) -> String 
     for t in tallies {
         let _ = write!(s, "| {} |", t.scenario);
         for p in PRESETS {
-            match t.preset(p) {
-                Some(x) if x.edits > 0 => {
-                    let _ = write!(s, " {:.2} |", x.requests as f64 / x.edits as f64);
+            match t.preset(p).and_then(PresetTally::requests_per_edit) {
+                Some(per_edit) => {
+                    let _ = write!(s, " {per_edit:.2} |");
                 }
-                _ => s.push_str(" — |"),
+                None => s.push_str(" — |"),
             }
         }
         for p in PRESETS {
@@ -690,11 +710,10 @@ pub fn render_verdict_markdown(tallies: &[ScenarioTally], seeds: u64) -> String 
                 s.push_str(" — |");
                 continue;
             };
-            let never = x.seeds - x.drain_ms.len() as u64;
+            let never = x.never_drained();
             let median = x
-                .drain_ms
-                .get(x.drain_ms.len() / 2)
-                .map_or_else(|| "never".to_string(), |ms| secs(*ms));
+                .median_drain_ms()
+                .map_or_else(|| "never".to_string(), secs);
             if never > 0 && !x.drain_ms.is_empty() {
                 let _ = write!(s, " {median} ({never} never) |");
             } else {
@@ -707,11 +726,14 @@ pub fn render_verdict_markdown(tallies: &[ScenarioTally], seeds: u64) -> String 
     s
 }
 
+/// The presets that batch: the plan as written and the hardened engine,
+/// the two columns of the success criteria and of question 3.
+const BATCHING: [Preset; 2] = [Preset::Batched, Preset::Hardened];
+
 /// The plan's success criteria that runs can check, for the plan as
 /// written and for the hardened engine, from the same tallies as the rest
 /// of the page. A criterion whose scenario is not among `tallies` says so.
 fn render_success_criteria(s: &mut String, tallies: &[ScenarioTally]) {
-    const CANDIDATES: [Preset; 2] = [Preset::Batched, Preset::Hardened];
     let find = |name: &str, p: Preset| {
         tallies
             .iter()
@@ -726,11 +748,11 @@ fn render_success_criteria(s: &mut String, tallies: &[ScenarioTally]) {
     );
     // 1. "Backup import (100 entities) syncs in <30 seconds".
     s.push_str("| Backup import (100 entities) syncs in <30 seconds (backup-import) |");
-    for p in CANDIDATES {
+    for p in BATCHING {
         let cell = match find("backup-import", p) {
             None => "not run".to_string(),
             Some(x) => {
-                let never = x.seeds - x.drain_ms.len() as u64;
+                let never = x.never_drained();
                 match x.drain_ms.last() {
                     Some(&ms) if never == 0 && ms < 30_000 && x.failing_seeds == 0 => {
                         format!(
@@ -753,10 +775,10 @@ fn render_success_criteria(s: &mut String, tallies: &[ScenarioTally]) {
     }
     // 2. "Normal usage batches operations (visible in logs)".
     s.push_str("\n| Normal usage batches operations (normal-usage) |");
-    for p in CANDIDATES {
-        let cell = match find("normal-usage", p) {
-            Some(x) if x.edits > 0 => {
-                let per_edit = x.requests as f64 / x.edits as f64;
+    for p in BATCHING {
+        let cell = match find("normal-usage", p).filter(|x| x.edits > 0) {
+            Some(x) => {
+                let per_edit = x.requests_per_edit().unwrap_or_default();
                 if x.requests < x.edits {
                     format!("✅ {per_edit:.2} requests per edit")
                 } else {
@@ -777,7 +799,7 @@ fn render_success_criteria(s: &mut String, tallies: &[ScenarioTally]) {
         "\n| No increase in sync failures vs current system (seeds that broke an invariant, \
          scenario by scenario, against individual's) |",
     );
-    for p in CANDIDATES {
+    for p in BATCHING {
         let mut worse: Vec<String> = Vec::new();
         let mut compared = 0;
         for t in tallies {
@@ -812,7 +834,6 @@ fn render_success_criteria(s: &mut String, tallies: &[ScenarioTally]) {
 /// No - games are already optimized"): what share of the batching presets'
 /// requests still save one game each, scenario by scenario.
 fn render_game_share(s: &mut String, tallies: &[ScenarioTally]) {
-    const BATCHING: [Preset; 2] = [Preset::Batched, Preset::Hardened];
     let share = |games: u64, requests: u64| {
         if requests == 0 {
             "—".to_string()
@@ -870,11 +891,7 @@ fn render_game_share(s: &mut String, tallies: &[ScenarioTally]) {
         for p in BATCHING {
             match t.preset(p) {
                 Some(x) => {
-                    let _ = write!(
-                        s,
-                        " {:.1} |",
-                        x.game_requests as f64 / x.seeds.max(1) as f64
-                    );
+                    let _ = write!(s, " {:.1} |", x.per_seed(x.game_requests));
                 }
                 None => s.push_str(" — |"),
             }

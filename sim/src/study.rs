@@ -180,26 +180,7 @@ pub struct StudyRow {
 impl StudyRow {
     /// Every seed held every invariant and drained.
     fn safe(&self) -> bool {
-        self.tally.failing_seeds == 0 && self.never_drained() == 0
-    }
-
-    fn never_drained(&self) -> u64 {
-        self.tally.seeds - self.tally.drain_ms.len() as u64
-    }
-
-    fn median_drain_ms(&self) -> Option<i64> {
-        self.tally
-            .drain_ms
-            .get(self.tally.drain_ms.len() / 2)
-            .copied()
-    }
-
-    fn per_seed(&self, n: u64) -> f64 {
-        n as f64 / self.tally.seeds.max(1) as f64
-    }
-
-    fn requests_per_edit(&self) -> Option<f64> {
-        (self.tally.edits > 0).then(|| self.tally.requests as f64 / self.tally.edits as f64)
+        self.tally.failing_seeds == 0 && self.tally.never_drained() == 0
     }
 }
 
@@ -254,7 +235,7 @@ fn fastest_safe<'a>(rows: &[&'a StudyRow]) -> Option<&'a StudyRow> {
     rows.iter()
         .copied()
         .filter(|r| r.safe())
-        .min_by_key(|r| (r.median_drain_ms(), r.tally.requests, r.value))
+        .min_by_key(|r| (r.tally.median_drain_ms(), r.tally.requests, r.value))
 }
 
 /// For one scenario and preset: the row with the fewest requests per edit
@@ -312,7 +293,7 @@ fn finding(knob: Knob, preset: Preset, rows: &[&StudyRow]) -> String {
                 "`{p}` drains fastest at {} a type (median {} s) of the sizes on which every \
                  seed held every invariant",
                 r.value,
-                r.median_drain_ms().map_or_else(|| "-".into(), secs)
+                r.tally.median_drain_ms().map_or_else(|| "-".into(), secs)
             ),
             None => format!("`{p}` broke an invariant or left its queue undrained at every size"),
         },
@@ -323,7 +304,8 @@ fn finding(knob: Knob, preset: Preset, rows: &[&StudyRow]) -> String {
                 );
             };
             let per_edit = |r: &StudyRow| {
-                r.requests_per_edit()
+                r.tally
+                    .requests_per_edit()
                     .map_or_else(|| "-".into(), |x| format!("{x:.2}"))
             };
             let latency = |r: &StudyRow| {
@@ -419,8 +401,8 @@ pub fn render_markdown(
                 (Some(median), Some(p99)) => format!("{} / {}", secs2(median), secs2(p99)),
                 _ => "-".to_string(),
             };
-            let never = r.never_drained();
-            let median = r
+            let never = t.never_drained();
+            let median = t
                 .median_drain_ms()
                 .map_or_else(|| "never".to_string(), secs);
             let slowest = match (t.drain_ms.last(), never) {
@@ -434,10 +416,10 @@ pub fn render_markdown(
                 r.preset.as_str(),
                 r.value,
                 broke,
-                r.requests_per_edit()
+                t.requests_per_edit()
                     .map_or_else(|| "-".into(), |x| format!("{x:.2}")),
-                r.per_seed(t.aborts),
-                r.per_seed(t.failures),
+                t.per_seed(t.aborts),
+                t.per_seed(t.failures),
                 latency,
                 median,
                 slowest
@@ -525,9 +507,9 @@ pub fn render_json(knob: Knob, rows: &[StudyRow]) -> String {
             edit_to_server_ms_median: r.tally.edit_to_server_percentile_ms(50),
             edit_to_server_ms_p99: r.tally.edit_to_server_percentile_ms(99),
             edits_never_on_server: r.tally.edits_never_on_server,
-            drain_ms_median: r.median_drain_ms(),
+            drain_ms_median: r.tally.median_drain_ms(),
             drain_ms_max: r.tally.drain_ms.last().copied(),
-            never_drained: r.never_drained(),
+            never_drained: r.tally.never_drained(),
         })
         .collect();
     serde_json::to_string_pretty(&out).expect("rows serialize") + "\n"
