@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use sync_core::engine::Preset;
+use sync_core::queue::QueueBackend;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -174,6 +175,15 @@ pub enum Command {
         /// Fraction of seeds run twice to check determinism.
         #[arg(long, default_value_t = 0.05)]
         check_determinism: f64,
+        /// The store of the devices' queues: `sqlite`, the queue the plan
+        /// ships, or `btree`, the same rules on B-tree maps at a fraction
+        /// of the cost, cross-checked against SQLite (--check-queue).
+        #[arg(long, value_enum, default_value = "sqlite")]
+        queue: QueueArg,
+        /// With --queue btree: the fraction of seeds run again on SQLite
+        /// and compared whole (every failing seed always is).
+        #[arg(long, default_value_t = 0.05)]
+        check_queue: f64,
         /// Do not fail when a scenario's coverage marks go unreached (for a
         /// smoke sweep too short to reach rare ones).
         #[arg(long)]
@@ -208,6 +218,22 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         budget: u64,
     },
+}
+
+/// `--queue`: the store of the devices' queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum QueueArg {
+    Sqlite,
+    Btree,
+}
+
+impl QueueArg {
+    fn backend(self) -> QueueBackend {
+        match self {
+            QueueArg::Sqlite => QueueBackend::Sqlite,
+            QueueArg::Btree => QueueBackend::Btree,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -542,6 +568,8 @@ pub fn run(cli: Cli) -> Outcome {
             preset,
             bug,
             check_determinism,
+            queue,
+            check_queue,
             skip_marks,
             format,
         } => {
@@ -551,6 +579,9 @@ pub fn run(cli: Cli) -> Outcome {
             };
             if !(0.0..=1.0).contains(&check_determinism) {
                 return bad_input("--check-determinism must be in [0, 1]");
+            }
+            if !(0.0..=1.0).contains(&check_queue) {
+                return bad_input("--check-queue must be in [0, 1]");
             }
             let (preset, bug) = match preset_and_bug(preset, bug.as_deref(), "explore") {
                 Ok(pb) => pb,
@@ -574,6 +605,8 @@ pub fn run(cli: Cli) -> Outcome {
                 preset,
                 bug,
                 check_determinism,
+                queue: queue.backend(),
+                check_queue,
                 require_marks: !skip_marks,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };

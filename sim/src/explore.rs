@@ -7,12 +7,13 @@ use crate::history::Event;
 use crate::report::{bug_flag, replay_command};
 use crate::scenario::Scenario;
 use crate::server::ServerBugs;
-use crate::world::{run, run_checked, WorldParams};
+use crate::world::{run, run_checked, Checked, WorldParams};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use sync_core::engine::{EngineConfig, PlantedEngineBugs, Preset};
+use sync_core::queue::QueueBackend;
 
 /// A bug planted on purpose: a hardening switch turned off, or a server bug.
 #[derive(Clone, Copy, Debug)]
@@ -262,6 +263,7 @@ impl SweepSummary {
     pub fn ok(&self) -> bool {
         self.failing_seeds.is_empty()
             && self.nondeterministic_seeds.is_empty()
+            && self.queue_differed_seeds.is_empty()
             && self.marks_missing.is_empty()
     }
 }
@@ -312,6 +314,15 @@ pub struct SweepSummary {
     /// For each of them, the first event that differed between the runs.
     pub first_differences: Vec<String>,
     pub determinism_checked: u64,
+    /// The store the devices' queues kept their rows in (`sqlite`, `btree`).
+    pub queue: String,
+    /// B-tree sweeps: seeds also run on SQLite (every failing seed and a
+    /// share of the others), and those whose two runs differed, with the
+    /// first difference. Any is a bug in the B-tree queue, and fails the
+    /// sweep.
+    pub queue_checked: u64,
+    pub queue_differed_seeds: Vec<u64>,
+    pub queue_first_differences: Vec<String>,
     /// Coverage marks: how many seeds reached each (every mark reached).
     pub marks: BTreeMap<String, u64>,
     /// Marks the scenario requires that no seed reached. Enforced for the
@@ -340,6 +351,11 @@ pub struct AllSweepsSummary {
     /// Every failing seed with its scenario.
     pub failing_seeds: Vec<FailingSeed>,
     pub nondeterministic_seeds: Vec<ScenarioSeed>,
+    /// The store the devices' queues kept their rows in.
+    pub queue: String,
+    /// B-tree sweeps: seeds also run on SQLite, and those that differed.
+    pub queue_checked: u64,
+    pub queue_differed_seeds: Vec<ScenarioSeed>,
     /// Every required mark no seed reached, with its scenario.
     pub marks_missing: Vec<MissingMark>,
     /// Wall-clock measurements of this machine over the whole sweep.
@@ -381,6 +397,9 @@ impl AllSweepsSummary {
             violations: BTreeMap::new(),
             failing_seeds: Vec::new(),
             nondeterministic_seeds: Vec::new(),
+            queue: first.map(|s| s.queue.clone()).unwrap_or_default(),
+            queue_checked: 0,
+            queue_differed_seeds: Vec::new(),
             marks_missing: Vec::new(),
             seeds_per_second: 0.0,
             sim_seconds_per_wall_second: 0.0,
@@ -406,6 +425,12 @@ impl AllSweepsSummary {
                 );
             out.nondeterministic_seeds
                 .extend(s.nondeterministic_seeds.iter().map(|seed| ScenarioSeed {
+                    scenario: s.scenario.clone(),
+                    seed: *seed,
+                }));
+            out.queue_checked += s.queue_checked;
+            out.queue_differed_seeds
+                .extend(s.queue_differed_seeds.iter().map(|seed| ScenarioSeed {
                     scenario: s.scenario.clone(),
                     seed: *seed,
                 }));
@@ -438,6 +463,11 @@ pub struct SweepOptions {
     pub bug: Option<&'static PlantedBug>,
     /// Fraction of seeds run twice and compared.
     pub check_determinism: f64,
+    /// The store the devices' queues keep their rows in.
+    pub queue: QueueBackend,
+    /// With the B-tree queue: the fraction of seeds run again on SQLite
+    /// and compared, besides every failing seed (which always is).
+    pub check_queue: f64,
     /// Fail when a mark the scenario lists is reached by no seed (hardened,
     /// no bug). Off for smoke sweeps too short to reach rare marks.
     pub require_marks: bool,
@@ -453,7 +483,45 @@ struct SeedResult {
     /// When the seed ran twice: the first difference between the two
     /// histories (`None` inside: identical).
     determinism: Option<Option<String>>,
+    /// When the seed ran again on SQLite (a B-tree sweep): the first
+    /// difference between the two runs (`None` inside: identical).
+    queue_check: Option<Option<String>>,
     marks: Vec<&'static str>,
+}
+
+/// The checkers that failed on a run.
+fn failed_checkers(r: &Checked) -> Vec<&'static str> {
+    r.verdicts
+        .iter()
+        .filter(|v| !v.ok)
+        .map(|v| v.checker)
+        .collect()
+}
+
+/// The first difference between the same seed's runs on two queue stores:
+/// the history, then each device's final queue and local store, then the
+/// coverage marks and the checkers' verdicts.
+fn first_store_difference(a: &Checked, b: &Checked) -> Option<String> {
+    if let Some(d) = first_difference(
+        &fingerprint(&a.output.history),
+        &fingerprint(&b.output.history),
+    ) {
+        return Some(d);
+    }
+    let devices = |r: &Checked| -> Vec<String> {
+        r.output.devices.iter().map(|d| format!("{d:?}")).collect()
+    };
+    if let Some(u) = devices(a).iter().zip(devices(b)).position(|(x, y)| *x != y) {
+        return Some(format!("device {u}'s final queue or local store differs"));
+    }
+    if a.output.marks != b.output.marks {
+        return Some(format!(
+            "coverage marks differ: {:?} / {:?}",
+            a.output.marks, b.output.marks
+        ));
+    }
+    let (fa, fb) = (failed_checkers(a), failed_checkers(b));
+    (fa != fb).then(|| format!("failed checkers differ: {fa:?} / {fb:?}"))
 }
 
 /// The first event at which two runs' histories differ, if any.
@@ -505,7 +573,15 @@ pub fn par_map<T: Send>(order: &[usize], jobs: usize, work: impl Fn(usize) -> T 
 /// fresh madsim runtime on its worker; results are gathered by position,
 /// so the summary does not depend on scheduling.
 pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
-    let (params, config) = s.setup(o.preset, o.bug);
+    let (mut params, config) = s.setup(o.preset, o.bug);
+    params.queue = o.queue;
+    // The same world on SQLite, for the B-tree queue's cross-check.
+    let on_sqlite = WorldParams {
+        queue: QueueBackend::Sqlite,
+        ..params.clone()
+    };
+    let every_on_sqlite = (o.queue == QueueBackend::Btree && o.check_queue > 0.0)
+        .then(|| (1.0 / o.check_queue).round().max(1.0) as usize);
     let (k, m) = o.shard;
     let seeds: Vec<u64> = (o.start..o.start + o.seeds)
         .filter(|seed| (seed - o.start) % m == k - 1)
@@ -532,12 +608,12 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     let results = par_map(&order, o.jobs, |i| {
         let seed = seeds[i];
         let r = run_checked(&params, seed, config.clone(), false);
-        let failed: Vec<&'static str> = r
-            .verdicts
-            .iter()
-            .filter(|v| !v.ok)
-            .map(|v| v.checker)
-            .collect();
+        let failed = failed_checkers(&r);
+        // A B-tree sweep reports a failure only as SQLite has it too: every
+        // failing seed runs again there, with a share of the others.
+        let queue_check = (o.queue == QueueBackend::Btree
+            && (!failed.is_empty() || every_on_sqlite.is_some_and(|n| i % n == 0)))
+        .then(|| first_store_difference(&r, &run_checked(&on_sqlite, seed, config.clone(), false)));
         let det = every.is_some_and(|n| i % n == 0).then(|| {
             let again = run(&params, seed, config.clone(), false);
             first_difference(
@@ -550,6 +626,7 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
             failed,
             sim_time_ms: r.metrics.sim_time_ms,
             determinism: det,
+            queue_check,
             marks: r.output.marks.keys().copied().collect(),
         }
     });
@@ -560,6 +637,7 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
         preset: o.preset.as_str().to_string(),
         bug: o.bug.map(|b| b.name.to_string()),
         seeds: seeds.len() as u64,
+        queue: o.queue.as_str().to_string(),
         ..SweepSummary::default()
     };
     let mut sim_ms = 0i64;
@@ -580,6 +658,16 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
                 out.determinism_checked += 1;
                 out.nondeterministic_seeds.push(seed);
                 out.first_differences.push(format!("seed {seed}: {diff}"));
+            }
+            None => {}
+        }
+        match r.queue_check {
+            Some(None) => out.queue_checked += 1,
+            Some(Some(diff)) => {
+                out.queue_checked += 1;
+                out.queue_differed_seeds.push(seed);
+                out.queue_first_differences
+                    .push(format!("seed {seed}: {diff}"));
             }
             None => {}
         }
@@ -645,6 +733,22 @@ pub fn render_text(s: &SweepSummary) -> String {
     for d in &s.first_differences {
         t.push_str(&format!("  NONDETERMINISTIC {d}\n"));
     }
+    if s.queue != QueueBackend::Sqlite.as_str() {
+        t.push_str(&format!(
+            "  queue: {}; {} seeds also run on sqlite, {} differed{}\n",
+            s.queue,
+            s.queue_checked,
+            s.queue_differed_seeds.len(),
+            if s.queue_differed_seeds.is_empty() {
+                String::new()
+            } else {
+                format!(" (seeds {:?})", s.queue_differed_seeds)
+            }
+        ));
+    }
+    for d in &s.queue_first_differences {
+        t.push_str(&format!("  QUEUE STORES DIFFER {d}\n"));
+    }
     if !s.marks.is_empty() {
         let reached: Vec<String> = s.marks.iter().map(|(m, n)| format!("{m} {n}")).collect();
         t.push_str(&format!(
@@ -683,12 +787,7 @@ pub fn seeds_to_catch(bug: &'static PlantedBug, budget: u64) -> Option<(u64, Vec
         (params, config)
     });
     let failed = |params: &WorldParams, seed: u64, config: &EngineConfig| -> Vec<&'static str> {
-        run_checked(params, seed, config.clone(), false)
-            .verdicts
-            .iter()
-            .filter(|v| !v.ok)
-            .map(|v| v.checker)
-            .collect()
+        failed_checkers(&run_checked(params, seed, config.clone(), false))
     };
     (0..budget).find_map(|seed| {
         let with_bug = failed(&params, seed, &config);

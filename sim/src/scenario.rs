@@ -755,6 +755,7 @@ impl Scenario {
             interval_ms: w.interval_ms,
             local_write_ms: w.local_write_ms,
             server_bugs: crate::server::ServerBugs::default(),
+            queue: sync_core::queue::QueueBackend::Sqlite,
             script: self.script.as_ref().map(|script| {
                 std::sync::Arc::new(
                     script

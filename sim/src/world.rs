@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sync_core::engine::{EngineConfig, Host, PlantedEngineBugs, SplitMix64};
 use sync_core::payload::BulkSyncPayload;
-use sync_core::queue::{LocalEntity, QueueStats};
+use sync_core::queue::{LocalEntity, QueueBackend, QueueStats};
 use sync_core::remote::{BulkSyncResult, GameSave, RemoteError, RequestCtx};
 use sync_core::{EntityType, Remote, SyncOperation, SyncQueue};
 
@@ -57,6 +57,10 @@ pub struct WorldParams {
     pub local_write_ms: i64,
     /// Server bugs planted on purpose (`sim explore --bug`); none by default.
     pub server_bugs: crate::server::ServerBugs,
+    /// The store each device's queue keeps its rows in: SQLite (the queue
+    /// the plan ships, the default) or the B-tree queue (`sim explore
+    /// --queue btree`), which answers the same and costs a fraction.
+    pub queue: QueueBackend,
     /// An explicit workload and fault plan (a scenario's `[script]`, e.g. a
     /// shrunk failure) instead of the ones the seed expands to. The seed
     /// still drives madsim: loss draws, latencies, backoff jitter.
@@ -642,7 +646,7 @@ pub fn run(params: &WorldParams, seed: u64, config: EngineConfig, trace: bool) -
             .into_iter()
             .enumerate()
             .map(|(u, edits)| DeviceShared {
-                queue: Arc::new(Mutex::new(take_disk(u, &planted))),
+                queue: Arc::new(Mutex::new(take_disk(u, &planted, params.queue))),
                 next_edit: AtomicUsize::new(0),
                 edits: Mutex::new(edits),
                 retry_taps_ms: Mutex::new(taps_ms.iter().copied().collect()),
@@ -748,15 +752,17 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// User `u`'s disk: this thread's cleared one, or a new in-memory database,
-/// with the queue's planted bug (if any) set for this run.
-fn take_disk(u: usize, planted: &PlantedEngineBugs) -> SyncQueue {
+/// User `u`'s disk: this thread's cleared one of that store, or a new
+/// one (an in-memory database, or an empty B-tree queue), with the queue's
+/// planted bug (if any) set for this run.
+fn take_disk(u: usize, planted: &PlantedEngineBugs, backend: QueueBackend) -> SyncQueue {
     let pooled = DISKS.with(|d| d.borrow_mut().get_mut(u).and_then(Option::take));
-    let mut queue = match pooled {
+    let mut queue = match pooled.filter(|q| q.backend() == backend) {
         Some(mut queue) => {
             queue.clear().expect("clear a pooled queue");
             queue
         }
+        None if backend == QueueBackend::Btree => SyncQueue::open_btree(&format!("device-{u}")),
         None => {
             let conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
             // SQLite's default busy wait would freeze the simulation in real

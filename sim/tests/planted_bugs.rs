@@ -6,6 +6,7 @@
 use sim::explore::{seeds_to_catch, sweep, SweepOptions, BUGS};
 use sim::scenario::Scenario;
 use sync_core::engine::Preset;
+use sync_core::queue::QueueBackend;
 
 /// Seeds per bug; the search stops at the first catch, so a bug caught at
 /// seed 2 costs two runs. The slowest (batch-id-outside-tx, which needs a
@@ -43,6 +44,8 @@ fn sweeps_are_deterministic_and_shard_cleanly() {
         preset: Preset::Batched,
         bug: None,
         check_determinism,
+        queue: QueueBackend::Sqlite,
+        check_queue: 0.0,
         require_marks: true,
         progress: false,
     };
@@ -62,4 +65,47 @@ fn sweeps_are_deterministic_and_shard_cleanly() {
         .collect();
     both.sort();
     assert_eq!(both, whole.failing_seeds, "shards partition the seeds");
+}
+
+/// A sweep on the B-tree queue finds what the same sweep on SQLite finds,
+/// seed for seed, and says it checked: every seed runs again on SQLite here
+/// (`check_queue` 1.0), and the failing ones always would.
+#[test]
+fn a_btree_sweep_finds_what_sqlite_finds() {
+    let s = Scenario::embedded("flaky-network").unwrap();
+    let opts = |queue, check_queue| SweepOptions {
+        start: 0,
+        seeds: 8,
+        shard: (1, 1),
+        jobs: 2,
+        preset: Preset::Batched,
+        bug: None,
+        check_determinism: 0.0,
+        queue,
+        check_queue,
+        require_marks: true,
+        progress: false,
+    };
+    let sqlite = sweep(&s, &opts(QueueBackend::Sqlite, 0.0));
+    let btree = sweep(&s, &opts(QueueBackend::Btree, 1.0));
+    assert!(
+        !sqlite.failing_seeds.is_empty(),
+        "the plan fails some of these seeds, so the comparison covers failures"
+    );
+    assert_eq!(btree.failing_seeds, sqlite.failing_seeds);
+    assert_eq!(btree.violations, sqlite.violations);
+    assert_eq!(btree.marks, sqlite.marks);
+    assert_eq!((sqlite.queue.as_str(), sqlite.queue_checked), ("sqlite", 0));
+    assert_eq!((btree.queue.as_str(), btree.queue_checked), ("btree", 8));
+    assert!(
+        btree.queue_differed_seeds.is_empty(),
+        "{:?}",
+        btree.queue_first_differences
+    );
+    // With no share asked for, the failing seeds are still run on SQLite.
+    let failing_only = sweep(&s, &opts(QueueBackend::Btree, 0.0));
+    assert_eq!(
+        failing_only.queue_checked,
+        sqlite.failing_seeds.len() as u64
+    );
 }

@@ -307,8 +307,20 @@ fn compare(q: &SyncQueue, m: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Both stores: SQLite, and the B-tree queue the simulator's fast sweeps
+/// use (`tests/queue_backends.rs` holds the two to each other as well).
+fn queues() -> [SyncQueue; 2] {
+    [
+        SyncQueue::open_in_memory().unwrap(),
+        SyncQueue::open_btree("btree"),
+    ]
+}
+
 fn run(cmds: Vec<Cmd>, policy: MergePolicy) -> Result<(), TestCaseError> {
-    run_on(&mut SyncQueue::open_in_memory().unwrap(), cmds, policy)
+    for mut q in queues() {
+        run_on(&mut q, cmds.clone(), policy)?;
+    }
+    Ok(())
 }
 
 /// Runs `cmds` on `q` and on a fresh model, comparing after every command.
@@ -519,14 +531,15 @@ proptest! {
         hardened in any::<bool>(),
     ) {
         let policy = if hardened { MergePolicy::PendingOrFailed } else { MergePolicy::PendingOnly };
-        let mut q = SyncQueue::open_in_memory().unwrap();
-        run_on(&mut q, before, policy)?;
-        q.next_sequence("batch").unwrap();
-        q.clear().unwrap();
-        prop_assert!(q.all().unwrap().is_empty());
-        prop_assert!(q.local_entities().unwrap().is_empty());
-        prop_assert_eq!(q.next_sequence("batch").unwrap(), 1);
-        run_on(&mut q, cmds, policy)?;
+        for mut q in queues() {
+            run_on(&mut q, before.clone(), policy)?;
+            q.next_sequence("batch").unwrap();
+            q.clear().unwrap();
+            prop_assert!(q.all().unwrap().is_empty());
+            prop_assert!(q.local_entities().unwrap().is_empty());
+            prop_assert_eq!(q.next_sequence("batch").unwrap(), 1);
+            run_on(&mut q, cmds.clone(), policy)?;
+        }
     }
 }
 
