@@ -489,6 +489,26 @@ struct SeedResult {
     marks: Vec<&'static str>,
 }
 
+/// Counts one seed's re-run (determinism, or the queue stores' cross-check):
+/// `check` is `None` when the seed was not re-run, else the first
+/// difference between its runs, if any.
+fn tally_rerun(
+    seed: u64,
+    check: Option<Option<String>>,
+    checked: &mut u64,
+    differed: &mut Vec<u64>,
+    differences: &mut Vec<String>,
+) {
+    let Some(difference) = check else {
+        return;
+    };
+    *checked += 1;
+    if let Some(diff) = difference {
+        differed.push(seed);
+        differences.push(format!("seed {seed}: {diff}"));
+    }
+}
+
 /// The checkers that failed on a run.
 fn failed_checkers(r: &Checked) -> Vec<&'static str> {
     r.verdicts
@@ -652,25 +672,20 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
         for c in r.failed {
             *out.violations.entry(c.to_string()).or_default() += 1;
         }
-        match r.determinism {
-            Some(None) => out.determinism_checked += 1,
-            Some(Some(diff)) => {
-                out.determinism_checked += 1;
-                out.nondeterministic_seeds.push(seed);
-                out.first_differences.push(format!("seed {seed}: {diff}"));
-            }
-            None => {}
-        }
-        match r.queue_check {
-            Some(None) => out.queue_checked += 1,
-            Some(Some(diff)) => {
-                out.queue_checked += 1;
-                out.queue_differed_seeds.push(seed);
-                out.queue_first_differences
-                    .push(format!("seed {seed}: {diff}"));
-            }
-            None => {}
-        }
+        tally_rerun(
+            seed,
+            r.determinism,
+            &mut out.determinism_checked,
+            &mut out.nondeterministic_seeds,
+            &mut out.first_differences,
+        );
+        tally_rerun(
+            seed,
+            r.queue_check,
+            &mut out.queue_checked,
+            &mut out.queue_differed_seeds,
+            &mut out.queue_first_differences,
+        );
     }
     if o.require_marks && o.preset == Preset::Hardened && o.bug.is_none() && !seeds.is_empty() {
         out.marks_missing = s
@@ -691,6 +706,15 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
     out.sim_seconds_per_wall_second = sim_ms as f64 / 1000.0 / secs;
     out.wall_seconds = secs;
     out
+}
+
+/// " (seeds [..])" naming `seeds`, or nothing when there are none.
+fn seeds_named(seeds: &[u64]) -> String {
+    if seeds.is_empty() {
+        String::new()
+    } else {
+        format!(" (seeds {seeds:?})")
+    }
 }
 
 /// The summary as text: findings first, then the speed line.
@@ -724,11 +748,7 @@ pub fn render_text(s: &SweepSummary) -> String {
         "  determinism: {} seeds run twice, {} differed{}\n",
         s.determinism_checked,
         s.nondeterministic_seeds.len(),
-        if s.nondeterministic_seeds.is_empty() {
-            String::new()
-        } else {
-            format!(" (seeds {:?})", s.nondeterministic_seeds)
-        }
+        seeds_named(&s.nondeterministic_seeds)
     ));
     for d in &s.first_differences {
         t.push_str(&format!("  NONDETERMINISTIC {d}\n"));
@@ -739,11 +759,7 @@ pub fn render_text(s: &SweepSummary) -> String {
             s.queue,
             s.queue_checked,
             s.queue_differed_seeds.len(),
-            if s.queue_differed_seeds.is_empty() {
-                String::new()
-            } else {
-                format!(" (seeds {:?})", s.queue_differed_seeds)
-            }
+            seeds_named(&s.queue_differed_seeds)
         ));
     }
     for d in &s.queue_first_differences {

@@ -769,30 +769,16 @@ impl BtreeQueue {
         retry_forever: bool,
         batch: BatchIdAfter,
     ) -> Result<(), QueueError> {
-        for seq in self.unique_seqs(op_ids) {
-            let Some(row) = self.rows.get(&seq) else {
-                continue;
+        self.after_attempt(op_ids, error, now_ms, batch, |r| {
+            let count = r.op.retry_count.saturating_add(1);
+            r.op.retry_count = count;
+            r.op.status = if !retry_forever && count >= r.op.max_retries {
+                OpStatus::Failed
+            } else {
+                OpStatus::Pending
             };
-            if row.op.status == OpStatus::Failed {
-                continue;
-            }
-            self.update(seq, |r| {
-                let o = &mut r.op;
-                let count = o.retry_count.saturating_add(1);
-                o.retry_count = count;
-                o.last_error = Some(error.to_string());
-                o.last_attempt_ms = Some(now_ms);
-                o.status = if !retry_forever && count >= o.max_retries {
-                    OpStatus::Failed
-                } else {
-                    OpStatus::Pending
-                };
-                r.ready_at_ms = app_ready_at_ms(count, Some(now_ms));
-                if batch == BatchIdAfter::Forget {
-                    o.batch_id = None;
-                }
-            });
-        }
+            r.ready_at_ms = app_ready_at_ms(count, Some(now_ms));
+        });
         Ok(())
     }
 
@@ -803,25 +789,42 @@ impl BtreeQueue {
         now_ms: i64,
         batch: BatchIdAfter,
     ) -> Result<(), QueueError> {
+        self.after_attempt(op_ids, error, now_ms, batch, |r| {
+            r.op.status = OpStatus::Pending;
+            r.ready_at_ms = app_ready_at_ms(r.op.retry_count, Some(now_ms));
+        });
+        Ok(())
+    }
+
+    /// What a failure and an abort share: each of `op_ids` that is syncing
+    /// or pending (a failed one is left alone) records the attempt and the
+    /// error, keeps or forgets its batch id, and `then` sets its status,
+    /// count and ready time.
+    fn after_attempt(
+        &mut self,
+        op_ids: &[String],
+        error: &str,
+        now_ms: i64,
+        batch: BatchIdAfter,
+        then: impl Fn(&mut Row),
+    ) {
         for seq in self.unique_seqs(op_ids) {
-            let Some(row) = self.rows.get(&seq) else {
-                continue;
-            };
-            if row.op.status == OpStatus::Failed {
+            if self
+                .rows
+                .get(&seq)
+                .is_none_or(|r| r.op.status == OpStatus::Failed)
+            {
                 continue;
             }
             self.update(seq, |r| {
-                let o = &mut r.op;
-                o.status = OpStatus::Pending;
-                o.last_error = Some(error.to_string());
-                o.last_attempt_ms = Some(now_ms);
-                r.ready_at_ms = app_ready_at_ms(o.retry_count, Some(now_ms));
+                r.op.last_error = Some(error.to_string());
+                r.op.last_attempt_ms = Some(now_ms);
                 if batch == BatchIdAfter::Forget {
-                    o.batch_id = None;
+                    r.op.batch_id = None;
                 }
+                then(r);
             });
         }
-        Ok(())
     }
 
     pub(super) fn mark_quarantined(&mut self, op_id: &str, error: &str) -> Result<(), QueueError> {
