@@ -222,7 +222,7 @@ impl SyncQueue {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
-        SyncQueue::from_connection(conn, &path.to_string_lossy())
+        SyncQueue::on_sqlite(conn, path.to_path_buf())
     }
 
     /// A queue in a fresh in-memory SQLite database.
@@ -231,7 +231,7 @@ impl SyncQueue {
             context: "open in memory",
             source,
         })?;
-        SyncQueue::from_connection(conn, ":memory:")
+        SyncQueue::on_sqlite(conn, PathBuf::from(":memory:"))
     }
 
     /// Wraps an existing connection (the simulator's disk owns one), creating
@@ -240,7 +240,12 @@ impl SyncQueue {
         conn: rusqlite::Connection,
         name: &str,
     ) -> Result<SyncQueue, QueueError> {
-        let name = PathBuf::from(name);
+        SyncQueue::on_sqlite(conn, PathBuf::from(name))
+    }
+
+    /// A queue on `conn`, which errors call `name` (a file's path as given,
+    /// not a lossy string of it).
+    fn on_sqlite(conn: rusqlite::Connection, name: PathBuf) -> Result<SyncQueue, QueueError> {
         let store = sqlite::SqliteQueue::init(conn, &name)?;
         Ok(SyncQueue::with_store(Store::Sqlite(store), name))
     }

@@ -1493,3 +1493,45 @@ fn a_fixed_script_reaches_every_corner() {
     let seen = run(&script, Mode::Mixed).unwrap_or_else(|e| panic!("{e}"));
     assert!(seen.all_true(), "the script missed a corner: {seen:?}");
 }
+
+/// An operation id already held is SQLite's UNIQUE constraint: both stores
+/// refuse it with the same error, and an import that meets one half way
+/// writes nothing at all (the random script never repeats an id).
+#[test]
+fn a_repeated_operation_id_is_refused_alike_and_writes_nothing() {
+    let edit = |id: &str| NewOperation {
+        entity_type: EntityType::Player,
+        entity_id: id.to_string(),
+        kind: OpKind::Create,
+        data: json!({ "id": id }),
+    };
+    let (mut a, mut b) = backends();
+    for q in [&mut a, &mut b] {
+        q.write_and_enqueue(edit("p1"), "op-1", 10, MergePolicy::PendingOrFailed)
+            .unwrap();
+    }
+    let refused = |q: &mut SyncQueue| {
+        let single = q.enqueue(edit("p2"), "op-1", 1, 20, MergePolicy::PendingOrFailed);
+        let import = q.write_and_enqueue_all(
+            vec![
+                (edit("p3"), "op-3".to_string()),
+                (edit("p4"), "op-3".to_string()),
+            ],
+            30,
+            MergePolicy::PendingOrFailed,
+        );
+        let errors = [single.map(|_| ()), import.map(|_| ())].map(|r| r.map_err(|e| e.to_string()));
+        (errors, q.all().unwrap(), q.local_entities().unwrap())
+    };
+    let (on_sqlite, on_btree) = (refused(&mut a), refused(&mut b));
+    assert_eq!(on_sqlite, on_btree);
+    let (errors, ops, local) = on_sqlite;
+    assert!(
+        errors.iter().all(|e| e
+            .as_ref()
+            .is_err_and(|e| e.contains("UNIQUE constraint failed: ops.id"))),
+        "{errors:?}"
+    );
+    assert_eq!(ops.len(), 1, "only the first edit's operation");
+    assert_eq!(local.len(), 1, "the refused import wrote no local entity");
+}

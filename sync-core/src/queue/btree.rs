@@ -20,7 +20,8 @@
 //! Invariant (deliberately not checked at run time, held by
 //! `tests/queue_backends.rs`): every index holds exactly the rows `rows`
 //! holds, under the keys their fields give. Every change of a row goes
-//! through `insert_row`, `remove_row` or `update`, which keep it.
+//! through `insert_row`, `remove_row`, `update` or `move_row`, which keep
+//! it.
 //!
 //! Atomicity: nothing here can fail half way except a duplicate operation
 //! id (SQLite's UNIQUE constraint), which is checked before anything is
@@ -1060,5 +1061,19 @@ impl BtreeQueue {
                 && r.ready_at_ms <= now_ms
                 && !self.entity_has(r.op.entity_type, &r.op.entity_id, &[OpStatus::Syncing])
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `PerType` arrays are indexed by `ti`, which takes the declaration
+    /// order for `EntityType::ALL`'s.
+    #[test]
+    fn per_type_index_is_the_place_in_all() {
+        for (i, t) in EntityType::ALL.into_iter().enumerate() {
+            assert_eq!(ti(t), i, "{t}");
+        }
     }
 }
