@@ -36,7 +36,8 @@ use crate::model::{
     OpStatus, SyncOperation, DEFAULT_MAX_RETRIES,
 };
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Bound;
 
 const TYPES: usize = EntityType::ALL.len();
@@ -48,6 +49,29 @@ type PerType<V> = [V; TYPES];
 
 fn ti(t: EntityType) -> usize {
     t as usize
+}
+
+/// FNV-1a, `by_id`'s hasher: no per-process random key (the map's layout is
+/// the same on every run), and a few instructions a byte on short ids.
+#[derive(Clone, Copy, Debug)]
+struct IdHasher(u64);
+
+impl Default for IdHasher {
+    fn default() -> IdHasher {
+        IdHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// A row of `ops`: the operation (its `seq` is the row's key) and when it
@@ -86,8 +110,12 @@ struct StateIndex {
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct BtreeQueue {
-    rows: BTreeMap<i64, Row>,
-    by_id: BTreeMap<String, i64>,
+    /// Boxed: a B-tree node shifts its values on every insert and remove,
+    /// and a row is a few hundred bytes.
+    rows: BTreeMap<i64, Box<Row>>,
+    /// Looked up, never iterated (so its order reaches nothing): a hash map
+    /// with a fixed hasher, where a B-tree compared a dozen ids a lookup.
+    by_id: HashMap<String, i64, BuildHasherDefault<IdHasher>>,
     /// Every row of each entity, any status.
     by_entity: PerType<BTreeMap<String, BTreeSet<i64>>>,
     state: StateIndex,
@@ -188,11 +216,11 @@ impl BtreeQueue {
                     .insert(entity.clone(), BTreeSet::from([seq]));
             }
         }
-        self.rows.insert(seq, row);
+        self.rows.insert(seq, Box::new(row));
     }
 
     fn remove_row(&mut self, seq: i64) -> Option<Row> {
-        let row = self.rows.remove(&seq)?;
+        let row = *self.rows.remove(&seq)?;
         self.state.remove(seq, &row);
         self.by_id.remove(row.op.id.as_str());
         let by_entity = &mut self.by_entity[ti(row.op.entity_type)];
@@ -245,7 +273,9 @@ impl BtreeQueue {
     }
 
     fn row_of(&self, op_id: &str) -> Option<&Row> {
-        self.seq_of(op_id).and_then(|seq| self.rows.get(&seq))
+        self.seq_of(op_id)
+            .and_then(|seq| self.rows.get(&seq))
+            .map(|r| &**r)
     }
 
     fn status_of(&self, op_id: &str) -> Option<(i64, OpStatus)> {
@@ -263,7 +293,7 @@ impl BtreeQueue {
             .get(entity_id)
             .into_iter()
             .flatten()
-            .filter_map(|seq| self.rows.get(seq))
+            .filter_map(|seq| self.rows.get(seq).map(|r| &**r))
     }
 
     fn entity_has(&self, t: EntityType, entity_id: &str, statuses: &[OpStatus]) -> bool {
