@@ -748,15 +748,21 @@ thread_local! {
     /// sync-core's tests/queue_model.rs), so a seed's run does not depend on
     /// what its worker ran before. The determinism self-check and the
     /// committed reports (one process renders them all) would show if it did.
-    static DISKS: std::cell::RefCell<Vec<Option<SyncQueue>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// One pool per store (`QueueBackend` as index), so a B-tree sweep
+    /// that re-runs a seed on SQLite keeps both stores' disks warm.
+    static DISKS: std::cell::RefCell<[Vec<Option<SyncQueue>>; QueueBackend::ALL.len()]> =
+        const { std::cell::RefCell::new([const { Vec::new() }; QueueBackend::ALL.len()]) };
 }
 
 /// User `u`'s disk: this thread's cleared one of that store, or a new
 /// one (an in-memory database, or an empty B-tree queue), with the queue's
 /// planted bug (if any) set for this run.
 fn take_disk(u: usize, planted: &PlantedEngineBugs, backend: QueueBackend) -> SyncQueue {
-    let pooled = DISKS.with(|d| d.borrow_mut().get_mut(u).and_then(Option::take));
+    let pooled = DISKS.with(|d| {
+        d.borrow_mut()[backend as usize]
+            .get_mut(u)
+            .and_then(Option::take)
+    });
     let mut queue = match pooled.filter(|q| q.backend() == backend) {
         Some(mut queue) => {
             queue.clear().expect("clear a pooled queue");
@@ -797,10 +803,11 @@ fn return_disks(shared: Arc<Shared>) {
             let Ok(queue) = queue.into_inner() else {
                 continue;
             };
-            if d.len() <= u {
-                d.resize_with(u + 1, || None);
+            let pool = &mut d[queue.backend() as usize];
+            if pool.len() <= u {
+                pool.resize_with(u + 1, || None);
             }
-            d[u] = Some(queue);
+            pool[u] = Some(queue);
         }
     });
 }
