@@ -816,3 +816,26 @@ pub fn seeds_to_catch(bug: &'static PlantedBug, budget: u64) -> Option<(u64, Vec
         caught.then_some((seed, with_bug))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The queue stores' cross-check can fail: runs that differ are told
+    /// apart, by their first differing event, and identical ones are not.
+    #[test]
+    fn the_store_cross_check_names_the_first_difference() {
+        let s = Scenario::embedded("offline-reconnect").expect("embedded scenario");
+        let (params, config) = s.setup(Preset::Hardened, None);
+        let btree = WorldParams {
+            queue: QueueBackend::Btree,
+            ..params.clone()
+        };
+        let a = run_checked(&params, 1, config.clone(), false);
+        let same = run_checked(&btree, 1, config.clone(), false);
+        let other = run_checked(&btree, 2, config, false);
+        assert_eq!(first_store_difference(&a, &same), None);
+        let diff = first_store_difference(&a, &other).expect("two seeds differ");
+        assert!(diff.starts_with("event "), "{diff}");
+    }
+}

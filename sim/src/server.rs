@@ -1165,6 +1165,11 @@ impl ServerModel {
                 .map(|keys| keys.iter().cloned().collect())
                 .unwrap_or_default();
         }
+        self.matching_by_scan(user, table, col, value)
+    }
+
+    /// `matching` without an index: a walk of the user's rows.
+    fn matching_by_scan(&self, user: UserId, table: &str, col: &str, value: &str) -> Vec<RowKey> {
         self.tables
             .get(table)
             .map(|rows| {
@@ -2036,6 +2041,39 @@ mod tests {
     use sync_core::payload::TeamRosterPayload;
 
     const U: UserId = UserId(1);
+
+    /// The reference indexes list exactly what a scan finds, after a run
+    /// with deletes that cascade, rosters replaced, game saves and calls
+    /// rolled back (full-mix under the plan's preset, whose calls fail
+    /// and roll back most often).
+    #[test]
+    fn reference_indexes_match_a_scan_after_a_run() {
+        let s = crate::scenario::Scenario::embedded("full-mix").expect("embedded scenario");
+        let (params, config) = s.setup(sync_core::engine::Preset::Batched, None);
+        let mut checked = 0;
+        for seed in 0..3 {
+            let server = crate::world::run(&params, seed, config.clone(), false).server;
+            for (i, (table, col)) in REFERENCE_COLUMNS.iter().enumerate() {
+                let mut values: BTreeSet<(UserId, String)> = BTreeSet::new();
+                for ((user, _), row) in server.tables.get(table).into_iter().flatten() {
+                    if let Some(v) = str_of(row, col) {
+                        values.insert((*user, v.to_string()));
+                    }
+                }
+                let indexed: BTreeSet<&(UserId, String)> = server.refs[i].keys().collect();
+                assert_eq!(indexed, values.iter().collect(), "{table}.{col}: values");
+                for (user, v) in &values {
+                    assert_eq!(
+                        server.matching(*user, table, col, v),
+                        server.matching_by_scan(*user, table, col, v),
+                        "{table}.{col} = {v}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 50, "the runs left rows to check ({checked})");
+    }
 
     /// The hardened engine sizes its calls by `MAX_OPS_PER_CALL`: a
     /// larger figure there than the server's would have it send calls the
