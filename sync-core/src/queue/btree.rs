@@ -563,7 +563,7 @@ impl BtreeQueue {
         }
     }
 
-    fn write_and_enqueue_one(
+    pub(super) fn write_and_enqueue(
         &mut self,
         op: NewOperation,
         op_id: &str,
@@ -580,17 +580,6 @@ impl BtreeQueue {
         let outcome =
             self.enqueue_checked(op, op_id, version, now_ms, policy, existing, keep_batch);
         Ok(Written { outcome, version })
-    }
-
-    pub(super) fn write_and_enqueue(
-        &mut self,
-        op: NewOperation,
-        op_id: &str,
-        now_ms: i64,
-        policy: MergePolicy,
-        keep_batch: bool,
-    ) -> Result<Written, QueueError> {
-        self.write_and_enqueue_one(op, op_id, now_ms, policy, keep_batch)
     }
 
     pub(super) fn write_and_enqueue_all(
@@ -610,7 +599,7 @@ impl BtreeQueue {
         let backup = may_fail.then(|| self.clone());
         let mut out = Vec::with_capacity(edits.len());
         for (op, op_id) in edits {
-            match self.write_and_enqueue_one(op, &op_id, now_ms, policy, keep_batch) {
+            match self.write_and_enqueue(op, &op_id, now_ms, policy, keep_batch) {
                 Ok(w) => out.push(w),
                 Err(e) => {
                     if let Some(backup) = backup {
