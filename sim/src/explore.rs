@@ -489,6 +489,12 @@ struct SeedResult {
     marks: Vec<&'static str>,
 }
 
+/// A fraction of a sweep's seeds as "every n-th seed by position" (the
+/// re-runs' choice); `None` at 0.
+fn every_nth(fraction: f64) -> Option<usize> {
+    (fraction > 0.0).then(|| (1.0 / fraction).round().max(1.0) as usize)
+}
+
 /// Counts one seed's re-run (determinism, or the queue stores' cross-check):
 /// `check` is `None` when the seed was not re-run, else the first
 /// difference between its runs, if any.
@@ -600,15 +606,13 @@ pub fn sweep(s: &Scenario, o: &SweepOptions) -> SweepSummary {
         queue: QueueBackend::Sqlite,
         ..params.clone()
     };
-    let every_on_sqlite = (o.queue == QueueBackend::Btree && o.check_queue > 0.0)
-        .then(|| (1.0 / o.check_queue).round().max(1.0) as usize);
+    let every_on_sqlite = every_nth(o.check_queue).filter(|_| o.queue == QueueBackend::Btree);
     let (k, m) = o.shard;
     let seeds: Vec<u64> = (o.start..o.start + o.seeds)
         .filter(|seed| (seed - o.start) % m == k - 1)
         .collect();
     // Every 1/fraction-th seed (by position) is run twice; none at 0.
-    let every =
-        (o.check_determinism > 0.0).then(|| (1.0 / o.check_determinism).round().max(1.0) as usize);
+    let every = every_nth(o.check_determinism);
     let wall = std::time::Instant::now();
     let bar = if o.progress {
         let bar = indicatif::ProgressBar::new(seeds.len() as u64);

@@ -23,7 +23,8 @@ mod btree;
 mod sqlite;
 
 use crate::model::{
-    EntityType, InvalidOperation, MergePolicy, NewOperation, OpKind, SyncOperation,
+    merge_kinds, EntityType, InvalidOperation, MergeOutcome, MergePolicy, NewOperation, OpKind,
+    SyncOperation,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -144,6 +145,21 @@ pub enum BatchIdAfter {
     /// Forgotten: the next send of these operations is a new request (the
     /// outcome is known, or the batch is being split).
     Forget,
+}
+
+/// The merge table under a policy, for both stores: the app's
+/// `merge_kinds`, except that the hardened policy never cancels. The
+/// "create" may be a re-create of an entity the server has (delete + create
+/// replaced the delete), or a create that was sent and aborted and may have
+/// committed; cancelling would leave the entity on the server. A delete of
+/// an entity the server never saw is a harmless no-op.
+fn merge_outcome(old: OpKind, new: OpKind, policy: MergePolicy) -> MergeOutcome {
+    match merge_kinds(old, new) {
+        MergeOutcome::RemoveBoth if policy == MergePolicy::PendingOrFailed => {
+            MergeOutcome::Merge(OpKind::Delete)
+        }
+        outcome => outcome,
+    }
 }
 
 /// Which store a queue keeps its rows in.

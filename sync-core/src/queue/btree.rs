@@ -28,12 +28,12 @@
 //! written; an import that could hit one runs on a copy.
 
 use super::{
-    BatchIdAfter, BatchSelect, EnqueueOutcome, LocalEntity, NewerVersion, QueueError, QueueStats,
-    Written,
+    merge_outcome, BatchIdAfter, BatchSelect, EnqueueOutcome, LocalEntity, NewerVersion,
+    QueueError, QueueStats, Written,
 };
 use crate::model::{
-    app_ready_at_ms, merge_kinds, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind,
-    OpStatus, SyncOperation, DEFAULT_MAX_RETRIES,
+    app_ready_at_ms, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind, OpStatus,
+    SyncOperation, DEFAULT_MAX_RETRIES,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -341,13 +341,7 @@ impl BtreeQueue {
         policy: MergePolicy,
     ) -> Option<MergeOutcome> {
         let old = self.rows.get(&existing?)?;
-        let outcome = merge_kinds(old.op.kind, op.kind);
-        if outcome == MergeOutcome::RemoveBoth && policy == MergePolicy::PendingOrFailed {
-            // See the SQLite store: a create may be a re-create, or a sent
-            // one that may have committed; cancelling would strand it.
-            return Some(MergeOutcome::Merge(OpKind::Delete));
-        }
-        Some(outcome)
+        Some(merge_outcome(old.op.kind, op.kind, policy))
     }
 
     /// Whether enqueueing `op` as `op_id` would insert a row whose id is

@@ -28,12 +28,12 @@
 //! valid operations.
 
 use super::{
-    BatchIdAfter, BatchSelect, EnqueueOutcome, LocalEntity, NewerVersion, QueueError, QueueStats,
-    Written,
+    merge_outcome, BatchIdAfter, BatchSelect, EnqueueOutcome, LocalEntity, NewerVersion,
+    QueueError, QueueStats, Written,
 };
 use crate::model::{
-    app_ready_at_ms, merge_kinds, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind,
-    OpStatus, SyncOperation, DEFAULT_MAX_RETRIES,
+    app_ready_at_ms, EntityType, MergeOutcome, MergePolicy, NewOperation, OpKind, OpStatus,
+    SyncOperation, DEFAULT_MAX_RETRIES,
 };
 use rusqlite::OptionalExtension;
 use serde_json::Value;
@@ -477,16 +477,7 @@ impl SqliteQueue {
             });
         };
         let old_kind = OpKind::parse(&old_kind).unwrap_or(OpKind::Update);
-        let mut outcome = merge_kinds(old_kind, op.kind);
-        if outcome == MergeOutcome::RemoveBoth && policy == MergePolicy::PendingOrFailed {
-            // Hardened: never cancel. The "create" may be a re-create of an
-            // entity the server has (delete + create replaced the delete),
-            // or a create that was sent and aborted and may have committed;
-            // cancelling would leave the entity on the server. A delete of
-            // an entity the server never saw is a harmless no-op.
-            outcome = MergeOutcome::Merge(OpKind::Delete);
-        }
-        match outcome {
+        match merge_outcome(old_kind, op.kind, policy) {
             MergeOutcome::Merge(kind) => {
                 // Keeps id and created-at; new data, version and timestamp
                 // (back of the queue); ready at once; a revived failed or
